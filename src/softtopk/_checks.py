@@ -1,0 +1,62 @@
+"""Argument checks shared by the public functions: each raises a ValueError or TypeError
+that names the argument and the form it expects."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def check_scores(scores: object, name: str = "scores") -> torch.Tensor:
+    """A floating-point tensor with at least one dimension and at least one item."""
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
+    if not scores.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
+    if scores.dim() < 1:
+        raise ValueError(f"{name} must have at least 1 dimension [..., n], got a 0-d tensor")
+    if scores.shape[-1] < 1:
+        raise ValueError(f"{name} must have at least one item in its last dimension, got shape "
+                         f"{tuple(scores.shape)}")
+    return scores
+
+
+def check_positive_finite(value: object, name: str) -> float:
+    """A real number > 0 and finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return float(value)
+
+
+def check_k(k: object, n: int, name: str = "k") -> int:
+    """An integer with 1 <= k <= n."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"{name} must be an int, got {type(k).__name__}")
+    if not 1 <= k <= n:
+        raise ValueError(f"{name} must satisfy 1 <= {name} <= n = {n}, got {k}")
+    return k
+
+
+def check_choice(value: object, name: str, choices: tuple[str, ...] | list[str]) -> str:
+    """One of a fixed set of strings."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_index(index: object, batch_shape: torch.Size, n: int, name: str = "index") -> torch.Tensor:
+    """An integer tensor of shape `batch_shape` with values in [0, n)."""
+    if not isinstance(index, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of integers, got {type(index).__name__}")
+    if index.is_floating_point() or index.is_complex() or index.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got dtype {index.dtype}")
+    if index.shape != batch_shape:
+        raise ValueError(f"{name} must have shape {tuple(batch_shape)} (the scores' batch shape), "
+                         f"got {tuple(index.shape)}")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise ValueError(f"{name} values must lie in [0, {n}), got range "
+                         f"[{int(index.min())}, {int(index.max())}]")
+    return index

@@ -1,0 +1,1 @@
+"""The paper's experiment protocols: data sets, models, training loop and the command line."""
