@@ -1,0 +1,36 @@
+"""Top-k accuracy of classification scores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from softtopk._checks import check_index, check_scores
+
+
+def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
+    """Fraction of rows whose true class is among the k highest scores, for each k in `ks`.
+
+    `logits` is `[N, C]` (N >= 1), `target` is `[N]` integers in `[0, C)`. A row counts for k exactly
+    when `target` is among `logits.topk(k).indices`, so ties are broken as `torch.topk` breaks them
+    (which, among tied scores, may differ from one k to another). Every k must satisfy
+    `1 <= k <= C`: a top-k with k > C is meaningless and is rejected rather than clipped.
+    Returns `{k: accuracy}` with accuracies in `[0, 1]`, in the order of `ks`.
+    """
+    check_scores(logits, "logits")
+    if logits.dim() != 2 or logits.shape[0] < 1:
+        raise ValueError(f"logits must have shape [N, C] with N >= 1, got {tuple(logits.shape)}")
+    n, c = logits.shape
+    check_index(target, logits.shape[:1], c, "target")
+    ks = list(ks)
+    if not ks:
+        raise ValueError("ks must name at least one k")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"ks must hold ints, got {type(k).__name__}")
+        if not 1 <= k <= c:
+            raise ValueError(f"ks must lie in [1, C] = [1, {c}] (C = number of classes), got k = {k}")
+    logits, target = logits.detach(), target.to(logits.device).unsqueeze(1)
+    hits = {k: int((logits.topk(k, dim=1).indices == target).sum()) for k in dict.fromkeys(ks)}
+    return {k: hits[k] / n for k in ks}
