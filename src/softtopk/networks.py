@@ -1,0 +1,117 @@
+"""Comparator layouts of the sorting and selection networks, built once per (kind, n, k) and cached.
+
+A network is a tuple of layers; a layer is a tuple of disjoint comparators `(lo, hi)` with
+`lo != hi`: the smaller of the two values goes to wire `lo`, the larger to wire `hi`. Wires are
+in ascending order: after the network wire `n - 1` holds the largest value, so wire `n - 1 - r`
+holds rank `r` (rank 0 = largest). Every layer holds at least one comparator.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from softtopk._checks import check_choice, check_k
+
+Comparator = tuple[int, int]
+Network = tuple[tuple[Comparator, ...], ...]
+
+KINDS = ("bitonic", "odd_even", "splitter_selection")
+
+
+def sorting_network(kind: str, n: int, k: int | None = None) -> Network:
+    """Layers of disjoint comparators `(lo, hi)` on `n` wires; wire `hi` receives the larger value.
+
+    `'bitonic'` and `'odd_even'` sort all `n` wires ascending (`k` is ignored); bitonic for `n` not a
+    power of two pads as the original does, which sorts only for some `n` (see `_bitonic`).
+    `'splitter_selection'` (needs `1 <= k <= n`) only guarantees ranks `0..k-1`: the `k` largest
+    values end sorted on wires `n-1, ..., n-k`. For `n = 1` the network has no layers.
+    The result is cached and shared between calls; it is made of tuples, so it cannot be changed.
+    """
+    check_choice(kind, "kind", KINDS)
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n}")
+    if kind == "splitter_selection":
+        if k is None:
+            raise ValueError("k is required for kind='splitter_selection': an int with 1 <= k <= n")
+        check_k(k, n)
+    else:
+        k = None
+    return _build(kind, n, k)
+
+
+@cache
+def _build(kind: str, n: int, k: int | None) -> Network:
+    if kind == "bitonic":
+        layers = _bitonic(n)
+    elif kind == "odd_even":
+        layers = _odd_even(n)
+    else:
+        layers = _splitter_selection(n, k)  # type: ignore[arg-type]
+    return tuple(tuple(layer) for layer in layers if layer)
+
+
+def _bitonic(n: int) -> list[list[Comparator]]:
+    """Bitonic sorter on the next power of two `size >= n`; the `size - n` lowest wires are virtual
+    and every comparator touching one is dropped. Stage `s` merges blocks of `2^(s+1)` wires,
+    alternately ascending and descending; the last stage has one ascending block.
+
+    This is the original's layout. Dropping comparators is not the same as padding with -inf inside
+    descending blocks, so for some n it does not sort: it does for n <= 21, powers of two, 50 and
+    100, but not for n = 22, 38, 42..46, 54, ... (checked on 0/1 inputs)."""
+    size = 1 << (n - 1).bit_length()
+    virtual = size - n
+    layers = []
+    for stage in range(size.bit_length() - 1):
+        for step in range(stage, -1, -1):
+            half = 1 << step
+            layer = []
+            for start in range(0, size, 2 * half):
+                for a in range(max(start, virtual), start + half):
+                    b = a + half
+                    descending = (a >> (stage + 1)) & 1
+                    layer.append((b - virtual, a - virtual) if descending else (a - virtual, b - virtual))
+            layers.append(layer)
+    return layers
+
+
+def _odd_even(n: int) -> list[list[Comparator]]:
+    """Odd-even transposition sort: `n` layers of neighbour comparators, starting at wires (0, 1)."""
+    return [[(i, i + 1) for i in range(layer % 2, n - 1, 2)] for layer in range(n)]
+
+
+def _splitter_selection(n: int, k: int) -> list[list[Comparator]]:
+    """Borgelt's splitter selection network (DESIGN.md §2), built on lanes where lane 0 ends with the
+    largest value, then mirrored (lane l -> wire n-1-l) so the largest value ends on wire n-1."""
+    min_rank = [0] * n  # the best rank the value on each lane can still have
+    free = [0] * n  # the first layer in which each lane has no comparator yet
+    layers: list[list[Comparator]] = []
+
+    def cascade(lanes: list[int]) -> None:
+        q = len(lanes)
+        depth = (q - 1).bit_length()
+        first = max(free[lane] for lane in lanes)
+        for i in range(depth):
+            if first + i == len(layers):
+                layers.append([])
+            h = 1 << (depth - i - 1)
+            for start in range(0, q, 2 * h):
+                for j in range(start, min(start + h, q - h)):
+                    # lanes[j] gets the larger value: on wires that is the higher one.
+                    layers[first + i].append((n - 1 - lanes[j + h], n - 1 - lanes[j]))
+        for p, lane in enumerate(lanes):
+            min_rank[lane] += (1 << p.bit_count()) - 1
+            free[lane] = first + depth
+
+    lowest = 0
+    laid = True
+    while laid:
+        laid = False
+        for rank in range(k - 1, lowest - 1, -1):
+            group = [lane for lane in range(n) if min_rank[lane] == rank]
+            if len(group) >= 2:
+                cascade(group)
+                laid = True
+        lowest += 1
+    return layers

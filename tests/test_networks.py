@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from softtopk.networks import sorting_network
+
+# Sizes up to 40 at which the padded bitonic network sorts (0/1 inputs, exhaustive up to n = 21):
+# it fails at 22 and 38 (and 42..46, 54, ...), as the original's does.
+BITONIC_SORTS = set(range(1, 41)) - {22, 38}
+
+COUNTS = {  # (kind, n, k): (layers, comparators), the paper's counts for the original networks
+    ("splitter_selection", 16, 1): (4, 32),
+    ("splitter_selection", 16, 5): (10, 50),
+    ("splitter_selection", 50, 1): (6, 133),
+    ("splitter_selection", 50, 5): (15, 181),
+    ("splitter_selection", 100, 1): (7, 316),
+    ("splitter_selection", 100, 5): (17, 385),
+    ("bitonic", 16, None): (10, 80),
+    ("bitonic", 50, None): (21, 492),
+    ("bitonic", 100, None): (28, 1334),
+}
+
+
+def apply_hard(network, values: np.ndarray) -> np.ndarray:
+    """Run the network on rows of `values` [B, n] with exact min/max comparators."""
+    x = values.copy()
+    for layer in network:
+        lo, hi = np.array(layer).T
+        a, b = x[:, lo], x[:, hi]
+        x[:, lo], x[:, hi] = np.minimum(a, b), np.maximum(a, b)
+    return x
+
+
+def all_binary(n: int) -> np.ndarray:
+    return ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(np.int8)
+
+
+def check_sorts(values: np.ndarray, kinds=("bitonic", "odd_even")) -> None:
+    n = values.shape[1]
+    expected = np.sort(values, axis=1)
+    for kind in kinds:
+        np.testing.assert_array_equal(apply_hard(sorting_network(kind, n), values), expected, err_msg=kind)
+
+
+def check_selects(values: np.ndarray, ks) -> None:
+    """The k largest values end sorted on wires n-k..n-1 (so the top-k multiset is there too)."""
+    n = values.shape[1]
+    expected = np.sort(values, axis=1)
+    for k in ks:
+        out = apply_hard(sorting_network("splitter_selection", n, k), values)
+        np.testing.assert_array_equal(out[:, n - k:], expected[:, n - k:], err_msg=f"k={k}")
+
+
+def check_structure(network, n: int) -> None:
+    assert isinstance(network, tuple)
+    for layer in network:
+        assert isinstance(layer, tuple) and len(layer) >= 1
+        wires = [w for pair in layer for w in pair]
+        assert all(isinstance(pair, tuple) and len(pair) == 2 for pair in layer)
+        assert all(type(w) is int and 0 <= w < n for w in wires)
+        assert len(set(wires)) == len(wires)  # disjoint comparators, lo != hi
+
+
+@pytest.mark.parametrize("n", range(1, 13))
+def test_zero_one_principle(n):
+    values = all_binary(n)
+    check_sorts(values)
+    check_selects(values, range(1, n + 1))
+
+
+def test_splitter_random_binary_n16():
+    values = np.random.default_rng(0).integers(0, 2, size=(4000, 16))
+    check_selects(values, range(1, 17))
+
+
+@pytest.mark.parametrize("n", [3, 16, 20, 50, 100])
+def test_random_with_ties(n):
+    values = np.random.default_rng(n).integers(0, 5, size=(1000, n))
+    check_sorts(values)
+    check_selects(values, sorted({1, 2, 5, n // 2, n} & set(range(1, n + 1))))
+
+
+@pytest.mark.parametrize("key", COUNTS)
+def test_counts(key):
+    network = sorting_network(*key)
+    assert (len(network), sum(map(len, network))) == COUNTS[key]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 20, 50, 100])
+def test_structure(n):
+    for kind, k in [("bitonic", None), ("odd_even", None), ("splitter_selection", 1),
+                    ("splitter_selection", (n + 1) // 2), ("splitter_selection", n)]:
+        check_structure(sorting_network(kind, n, k), n)
+
+
+def test_bitonic_layer_count_and_ascending_pairs():
+    for n in (2, 4, 8, 16, 32, 64):
+        log = n.bit_length() - 1
+        network = sorting_network("bitonic", n)
+        assert len(network) == log * (log + 1) // 2
+        assert all(lo < hi for lo, hi in network[-1])  # the final merge sorts ascending
+    assert all(lo < hi for layer in sorting_network("splitter_selection", 50, 5) for lo, hi in layer)
+    assert all(lo < hi for layer in sorting_network("odd_even", 9) for lo, hi in layer)
+
+
+def test_single_wire_and_odd_even_layout():
+    for kind, k in [("bitonic", None), ("odd_even", None), ("splitter_selection", 1)]:
+        assert sorting_network(kind, 1, k) == ()
+    assert sorting_network("odd_even", 5) == (((0, 1), (2, 3)), ((1, 2), (3, 4))) * 2 + (((0, 1), (2, 3)),)
+    assert sorting_network("odd_even", 2) == (((0, 1),),)  # the second layer would be empty
+
+
+def test_cached_identical_object():
+    assert sorting_network("bitonic", 20) is sorting_network("bitonic", 20)
+    assert sorting_network("bitonic", 20) is sorting_network("bitonic", 20, 3)  # k is ignored
+    assert sorting_network("splitter_selection", 20, 3) is sorting_network("splitter_selection", 20, 3)
+    assert sorting_network("splitter_selection", 20, 3) is not sorting_network("splitter_selection", 20, 4)
+
+
+def dense_pairs(layer) -> list[tuple[int, int]]:
+    """(min wire, max wire) of each real comparator of one dense layer of diffsort/difftopk."""
+    split_a, split_b, combine_min, combine_max = layer[:4]
+    pairs = []
+    for row in range(split_a.shape[0]):
+        if split_a[row].argmax() != split_b[row].argmax():  # else a pass-through row
+            pairs.append((int(combine_min[:, row].argmax()), int(combine_max[:, row].argmax())))
+    return sorted(pairs)
+
+
+def reference_layers(dense) -> list[list[tuple[int, int]]]:
+    return [pairs for pairs in map(dense_pairs, dense) if pairs]
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 13, 16, 20, 50])
+def test_matches_diffsort(n):
+    networks = pytest.importorskip("diffsort.networks")
+    for kind, build in [("bitonic", networks.bitonic_network), ("odd_even", networks.odd_even_network)]:
+        ours = [sorted(layer) for layer in sorting_network(kind, n)]
+        assert ours == reference_layers(build(n)), kind
+
+
+@pytest.mark.parametrize(("n", "k"), [(2, 1), (8, 3), (16, 5), (17, 4), (50, 5), (100, 1)])
+def test_splitter_matches_difftopk(n, k):
+    networks = pytest.importorskip("difftopk.networks")
+    with contextlib.redirect_stdout(io.StringIO()):  # the builder prints its layer count
+        dense = networks.sparse_splitter_selection_network(n, k)
+    ours = [sorted(layer) for layer in sorting_network("splitter_selection", n, k)]
+    assert ours == reference_layers(dense)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), data=st.data())
+def test_property_random_sizes(n, data):
+    k = data.draw(st.integers(1, n))
+    values = np.random.default_rng(n * 41 + k).integers(0, 3, size=(200, n))
+    check_structure(sorting_network("splitter_selection", n, k), n)
+    check_structure(sorting_network("bitonic", n), n)
+    check_sorts(values, ("odd_even",) + (("bitonic",) if n in BITONIC_SORTS else ()))
+    check_selects(values, [k])
+
+
+def test_padded_bitonic_is_not_a_sorter_for_every_n():
+    """Like the original, dropping the comparators that touch a padding wire breaks some sizes."""
+    values = np.zeros((1, 22), dtype=np.int8)
+    values[0, [0, 5, 8, 9, 10, 11, 13, 15, 17, 21]] = 1
+    out = apply_hard(sorting_network("bitonic", 22), values)
+    assert (np.diff(out[0]) < 0).any()
+    assert np.array_equal(np.sort(out[0]), np.sort(values[0]))  # still a permutation
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "name"),
+    [
+        (("quick", 4), ValueError, "kind"),
+        ((None, 4), ValueError, "kind"),
+        (("bitonic", 0), ValueError, "n"),
+        (("odd_even", -3), ValueError, "n"),
+        (("bitonic", 2.0), TypeError, "n"),
+        (("bitonic", True), TypeError, "n"),
+        (("bitonic", "8"), TypeError, "n"),
+        (("splitter_selection", 8), ValueError, "k"),
+        (("splitter_selection", 8, 0), ValueError, "k"),
+        (("splitter_selection", 8, 9), ValueError, "k"),
+        (("splitter_selection", 8, 2.0), TypeError, "k"),
+        (("splitter_selection", 0, 1), ValueError, "n"),
+    ],
+)
+def test_bad_input(args, error, name):
+    with pytest.raises(error, match=rf"\b{name}\b"):
+        sorting_network(*args)
+
+
+def test_exhaustive_small_permutations():
+    """Distinct values: every permutation of 0..n-1 for n <= 6, read off by rank."""
+    for n in range(2, 7):
+        values = np.array(list(itertools.permutations(range(n))))
+        check_sorts(values)
+        check_selects(values, range(1, n + 1))
