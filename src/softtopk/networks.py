@@ -53,27 +53,34 @@ def _build(kind: str, n: int, k: int | None) -> Network:
 
 
 def _bitonic(n: int) -> list[list[Comparator]]:
-    """Bitonic sorter on the next power of two `size >= n`; the `size - n` lowest wires are virtual
-    and every comparator touching one is dropped. Stage `s` merges blocks of `2^(s+1)` wires,
-    alternately ascending and descending; the last stage has one ascending block.
+    """Bitonic sorter on the next power of two `size >= n` whose `size - n` lowest positions hold
+    virtual values of -inf. Stage `s` merges blocks of `2^(s+1)` positions, alternately ascending
+    and descending; the last stage has one ascending block.
 
-    This is the original's layout. Dropping comparators is not the same as padding with -inf inside
-    descending blocks, so for some n it does not sort: it does for n <= 21, powers of two, 50 and
-    100, but not for n = 22, 38, 42..46, 54, ... (checked on 0/1 inputs)."""
+    Only comparators between two real values are kept. One between a real and a virtual value has a
+    known outcome: the real value goes to the max position, so at most the wire that carries it
+    changes position, at no cost. Wires are finally named by the position they end on, so that wire
+    `n - 1 - r` holds rank r. Where no real value ever moves (n a power of two, 6, 7, 12, 24, ...)
+    this is exactly the original's layout; the original, which keeps every real value in place, does
+    not sort for some n (22, 38, 42..46, ...)."""
     size = 1 << (n - 1).bit_length()
     virtual = size - n
+    wire_at: list[int | None] = [None] * virtual + list(range(n))  # position -> wire
     layers = []
     for stage in range(size.bit_length() - 1):
         for step in range(stage, -1, -1):
             half = 1 << step
             layer = []
             for start in range(0, size, 2 * half):
-                for a in range(max(start, virtual), start + half):
-                    b = a + half
-                    descending = (a >> (stage + 1)) & 1
-                    layer.append((b - virtual, a - virtual) if descending else (a - virtual, b - virtual))
+                for a in range(start, start + half):
+                    lo, hi = (a + half, a) if (a >> (stage + 1)) & 1 else (a, a + half)
+                    if wire_at[lo] is not None and wire_at[hi] is not None:
+                        layer.append((wire_at[lo], wire_at[hi]))
+                    elif wire_at[lo] is not None:
+                        wire_at[hi], wire_at[lo] = wire_at[lo], None
             layers.append(layer)
-    return layers
+    name = {wire_at[virtual + i]: i for i in range(n)}
+    return [[(name[lo], name[hi]) for lo, hi in layer] for layer in layers]
 
 
 def _odd_even(n: int) -> list[list[Comparator]]:
