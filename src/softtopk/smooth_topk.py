@@ -9,7 +9,8 @@ For one sample with logits x[C], label y, s = x / (k·τ) and s' the C − 1 sca
 with σ_j the j-th elementary symmetric polynomial, computed in log space. As τ → 0 it tends to the
 top-k hinge max(0, α + (x'_[k] − x_y) / k), x'_[k] the k-th largest logit other than x_y.
 The hard variant uses that hinge for the samples whose k-th and (k+1)-th largest logits (label
-included) are at least k·τ·log(1000) apart, where the smooth loss differs negligibly from it.
+included) are at least k·τ·log(1000) apart, i.e. where the best k-subset outweighs every other one by
+a factor of at least 1000 (the switching rule of the authors' implementation).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from softtopk._checks import check_choice, check_index, check_positive_finite, check_scores
@@ -83,10 +83,12 @@ def smooth_hard_topk_loss(input: Tensor, target: Tensor, k: int, tau: float = 1.
 
 def _smooth(x: Tensor, target: Tensor, k: int, tau: float, alpha: float) -> Tensor:
     """Per-sample smooth top-k SVM loss: [N, C] -> [N]."""
-    s = x / (k * tau)
+    # the loss is invariant to shifting a row; shifting its largest logit to 0 keeps float32 accurate
+    s = (x - x.detach().amax(dim=1, keepdim=True)) / (k * tau)
     log_sigma = log_elementary_symmetric(_others(s, target), k)
     s_y = s.gather(1, target[:, None])[:, 0]
-    return tau * F.softplus(log_sigma[:, k] - log_sigma[:, k - 1] - s_y + alpha / tau)
+    z = log_sigma[:, k] - log_sigma[:, k - 1] - s_y + alpha / tau
+    return tau * torch.logaddexp(z, torch.zeros_like(z))  # softplus, without its linear cut-off
 
 
 def _hinge(x: Tensor, target: Tensor, k: int, alpha: float) -> Tensor:
