@@ -16,6 +16,9 @@ from softtopk.smooth_topk import (
     smooth_topk_loss,
 )
 
+# the reference implementation instantiates an autograd.Function, which torch deprecates
+pytestmark = pytest.mark.filterwarnings("ignore:.*should not be instantiated:DeprecationWarning")
+
 LOSSES = (smooth_topk_loss, smooth_hard_topk_loss)
 F64 = torch.float64
 
