@@ -41,7 +41,7 @@ def _fails(capsys, argv, pattern):
 
 def test_finetune_writes_a_complete_run_folder(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["finetune", "--method", "bitonic", "--p-k", ".5,0,0,0,.5", "--m", "6", "--epochs", "2",
+    argv = ["finetune", "--method", "bitonic", "--p-k", ".5,0,0,0,.5", "--top-m", "6", "--epochs", "2",
             "--lr", "0.05", "--batch-size", "50", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -87,7 +87,7 @@ def test_train_on_tiny_images(tiny_data, tmp_path, capsys):
     (["finetune", "--method", "bitonic"], "--method bitonic needs --p-k"),
     (["finetune", "--p-k", ".5,.5"], "method='softmax' is plain cross-entropy"),
     (["finetune", "--method", "smooth_topk", "--p-k", ".5,0,0,0,.5"], "P_K must be one-hot"),
-    (["finetune", "--method", "bitonic", "--p-k", "0,1", "--m", "2"], "m must be greater than K"),
+    (["finetune", "--method", "bitonic", "--p-k", "0,1", "--top-m", "2"], "m must be greater than K"),
     (["finetune", "--method", "bitonic", "--p-k", "0,1", "--distribution", "weird"], "distribution must be"),
     (["finetune", "--width", "4"], "unrecognized arguments: --width"),
     (["finetune", "--lr", "-1"], "lr must be finite and > 0"),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .distributed import Group, join, leave
+from .distributed import Group, join
 from .loss_factory import METHODS, parse_p_k
 from .protocols import DEFAULTS, data_spec, load_data, make_config
 from .sweep import check_sweep_dir, load_sweep, run_sweep, write_report
@@ -65,7 +65,9 @@ def _add_run_options(p: argparse.ArgumentParser, protocol: str) -> None:
     loss.add_argument("--p-k", type=_p_k, metavar="P1,...,PK",
                       help="P_K, the probabilities of k = 1..K, e.g. .5,0,0,0,.5 (softmax: 1,0,0,0,0)")
     loss.add_argument("--inverse-temperature", type=float, help="steepness of the relaxation (default 1)")
-    loss.add_argument("--m", type=int, help="rank only the true class and the m-1 highest others (paper: 16)")
+    # not `--m`: torchrun would take it for an abbreviation of its own options
+    loss.add_argument("--top-m", dest="m", type=int, metavar="M",
+                      help="the loss's m: rank only the true class and the m-1 highest others (paper: 16)")
     loss.add_argument("--distribution", help="comparator sigmoid of the sorting networks (default cauchy)")
     loss.add_argument("--art-lambda", type=float, help="lambda of the logistic_phi sigmoid (default .25)")
     loss.add_argument("--top1-mode", choices=("sm", "smce", "sort"), help="how the k = 1 term is computed")
@@ -182,7 +184,6 @@ def _setup_single(args: argparse.Namespace) -> Job:
         if group.is_main:
             table = write_report(out, [(out, config)])
             print(table + f"\nrun folder: {out}")
-        leave()
         return 0
 
     return job
@@ -204,7 +205,6 @@ def _setup_sweep(args: argparse.Namespace) -> Job:
         if group.is_main:
             print(table + f"\n{len(sweep.configs)} runs in {time.perf_counter() - began:.0f} s "
                   f"(data included); run folder: {out}")
-        leave()
         return 0
 
     return job

@@ -6,6 +6,7 @@ of `world` near-equal slices, so the data a run sees does not depend on the numb
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -40,16 +41,12 @@ class Group:
 
 def join(device: str) -> Group:
     """Join the process group that `torchrun` describes in the environment (`WORLD_SIZE` > 1), with
-    nccl on CUDA and gloo on the CPU; a single process needs no group."""
+    nccl on CUDA and gloo on the CPU; a single process needs no group. The group lives until the
+    process exits, so that several commands in one process share it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Group()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        atexit.register(dist.destroy_process_group)
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def leave() -> None:
-    """Leave the process group, if this process joined one."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
