@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,14 +39,20 @@ def _p_k(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 88)
+
+
 def _defaults_help(names: Sequence[str]) -> str:
     lines = ["defaults per data set (options you give override them):"]
     for name in names:
         d = DEFAULTS[name]
-        val = "10% of train, at most 50,000" if d.val_size is None else f"{d.val_size:.0%} of train"
+        val = ("10% of train, at most 50,000 (100,000 above 5,000 classes)" if d.val_size is None
+               else f"{d.val_size:.0%} of train")
         extra = f", width {d.width}" if name in ("glyphs", "cifar100") else ""
-        lines.append(f"  {name}: epochs {d.epochs}, batch {d.batch_size}, lr {d.lr:.3g}, validation "
-                     f"{val}{extra} -- {d.note}")
+        line = (f"{name}: epochs {d.epochs}, batch {d.batch_size}, lr {d.lr:.3g}, validation {val}{extra} "
+                f"-- {d.note}")
+        lines.append(textwrap.fill(line, 88, initial_indent="  ", subsequent_indent="    "))
     return "\n".join(lines)
 
 
@@ -98,20 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     finetune = commands.add_parser(
         "finetune", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="ImageNet protocol: a linear probe (or small MLP) on frozen embeddings",
-        description="The paper's ImageNet protocol: Adam, lr 10^-4.5, batch 500, 20 epochs on frozen "
+        description=_wrap("The paper's ImageNet protocol: Adam, lr 10^-4.5, batch 500, 20 epochs on frozen "
         "embeddings; top-1/5/10/20 on validation and test after each epoch. The result is the test "
         "accuracy at the epoch with the best validation score, the expected top-k accuracy under P_K "
-        "(top-1 for softmax, top-5 for P_K = 0,0,0,0,1, their mean for .5,0,0,0,.5).",
+        "(top-1 for softmax, top-5 for P_K = 0,0,0,0,1, their mean for .5,0,0,0,.5)."),
         epilog=_defaults_help(("embeddings", "wordnet")))
     _add_run_options(finetune, "finetune")
     finetune.set_defaults(setup=_setup_single)
     train = commands.add_parser(
         "train", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="CIFAR-100 protocol: a ResNet-18 from scratch",
-        description="The paper's CIFAR-100 protocol: a CIFAR ResNet-18 (3x3 stem, no max-pool) from "
+        description=_wrap("The paper's CIFAR-100 protocol: a CIFAR ResNet-18 (3x3 stem, no max-pool) from "
         "scratch, Adam lr 1e-3, batch 128, random 4-pixel crops (and horizontal flips on CIFAR-100 only), "
         "5% of train held out for validation; result picked as for finetune. "
-        "Runs on several processes with `torchrun --nproc_per_node N -m softtopk train ...`.",
+        "Runs on several processes with `torchrun --nproc_per_node N -m softtopk train ...`."),
         epilog=_defaults_help(("cifar100", "glyphs")))
     _add_run_options(train, "train")
     train.set_defaults(setup=_setup_single)
