@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,31 @@ def test_config_checks_its_fields():
         TrainConfig("train", {}, LossSpec("softmax"), 1, 8, 1e-3, val_size=2.5)
     with pytest.raises(ValueError, match="amp must be 'none' or 'bf16'"):
         TrainConfig("train", {}, LossSpec("softmax"), 1, 8, 1e-3, amp="fp16")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kill_9_in_the_middle_of_a_checkpoint_write_loses_no_finished_epoch(uninterrupted, tmp_path):
+    full_out, full = uninterrupted
+    pid = os.fork()
+    if pid == 0:  # child: train, and die by SIGKILL halfway through writing epoch 3's checkpoint
+        try:
+            torch.set_num_threads(1)
+            save = training.save_checkpoint
+
+            def dying_save(path, state):
+                if path.name == "checkpoint.pt" and state["epoch"] == 3:
+                    write_atomic(path, lambda f: (f.write(b"half a checkpoint"), f.flush(),
+                                                  os.kill(os.getpid(), signal.SIGKILL)))
+                save(path, state)
+
+            training.save_checkpoint = dying_save
+            Trainer(_config(), _features(), tmp_path, progress=False).run()
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2  # the previous one, whole
+    assert len(list(tmp_path.glob(".checkpoint.pt.*.tmp"))) == 1  # what the killed writer left
+    resumed = Trainer(_config(), _features(), tmp_path, progress=False).run(resume=True)
+    assert _numbers(resumed) == _numbers(full) and _log(tmp_path) == _log(full_out)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -28,6 +28,12 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def remove_partial_files(folder: Path) -> None:
+    """Delete the temporary files that a process killed while writing left in `folder`."""
+    for partial in Path(folder).glob(".*.tmp"):
+        partial.unlink(missing_ok=True)
+
+
 def write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 

@@ -27,7 +27,14 @@ from .augment import Augmentation
 from .distributed import Group
 from .loss_factory import LossSpec, format_p_k, make_loss, selection_weights
 from .models import ResNet18Cifar, embedding_probe
-from .runfiles import load_checkpoint, read_json, save_checkpoint, write_json, write_jsonl
+from .runfiles import (
+    load_checkpoint,
+    read_json,
+    remove_partial_files,
+    save_checkpoint,
+    write_json,
+    write_jsonl,
+)
 from .splits import Splits
 
 PROTOCOLS = ("finetune", "train")
@@ -205,6 +212,8 @@ class Trainer:
         history, start = [], 0
         checkpoint = self.out / CHECKPOINT if self.out else None
         if resume and checkpoint is not None and checkpoint.exists():
+            if self.group.is_main:
+                remove_partial_files(self.out)
             history, start = self._restore(load_checkpoint(checkpoint))
         elif self.out is not None and self.group.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -240,9 +249,7 @@ class Trainer:
         for index in bar:
             if index.shape[0] < self.group.world:  # too few samples to give every process one
                 break
-            x = self.train_x[index]
-            if self.config.protocol == "train":
-                x = self.config.augmentation(x, generator)
+            x = self.config.augmentation(self.train_x[index], generator)  # the whole global batch
             x, y = self.group.shard(x), self.group.shard(self.train_y[index])
             with self._autocast():
                 logits = self.ddp_model(self.prepare(x.to(self.device)))
