@@ -97,6 +97,7 @@ def test_train_on_tiny_images(tiny_data, tmp_path, capsys):
     (["train", "--data", "mnist"], "--data must be glyphs or cifar100"),
     (["train", "--data", "cifar100"], "--data cifar100 needs --data-dir"),
     (["finetune", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
+    (["finetune", "--threads", "0"], "argument --threads: must be a whole number >= 1, got '0'"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_data, tmp_path, capsys, argv, message):
     out = tmp_path / "run"

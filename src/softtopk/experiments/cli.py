@@ -43,6 +43,12 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, 88)
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _defaults_help(names: Sequence[str]) -> str:
     lines = ["defaults per data set (options you give override them):"]
     for name in names:
@@ -62,6 +68,8 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last finished epoch (same settings needed)")
     g.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu, cuda or cuda:N")
+    g.add_argument("--threads", type=_positive_int, help="CPU threads of torch while training (default: 1 "
+                   "for finetune on a CPU, whose small products gain nothing from more; else torch's choice)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars on stderr")
 
 
@@ -162,6 +170,12 @@ def _device(name: str) -> tuple[str, Group]:
     return name, group
 
 
+def _threads(threads: int | None, protocol: str, device: str) -> None:
+    """Set torch's CPU threads for training (after loading, which may use more)."""
+    if threads is not None or (protocol == "finetune" and device == "cpu"):
+        torch.set_num_threads(threads or 1)
+
+
 def _out(args: argparse.Namespace, stem: str) -> Path:
     return args.out or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -182,6 +196,7 @@ def _setup_single(args: argparse.Namespace) -> Job:
     check_run_dir(out, config, args.resume)
     device, group = _device(args.device)
     splits = load_data(spec)
+    _threads(args.threads, args.command, device)
     runtime = {"argv": sys.argv, "device": device, "processes": group.world, "torch": torch.__version__}
     trainer = Trainer(config, splits, out, device=device, group=group, progress=args.progress,
                       runtime=runtime)
@@ -203,6 +218,7 @@ def _setup_sweep(args: argparse.Namespace) -> Job:
     check_sweep_dir(out, sweep, args.resume)
     device, group = _device(args.device)
     splits = load_data(sweep.data)
+    _threads(args.threads, sweep.protocol, device)
     for config in sweep.configs:
         check_fits(config, splits)
 
