@@ -1,0 +1,19 @@
+"""softtopk: differentiable top-k classification learning for PyTorch."""
+
+from .losses import TopKCrossEntropyLoss, topk_cross_entropy
+from .networks import sorting_network
+from .ranking import METHODS, rank_probabilities, soft_sort
+from .smooth_topk import SmoothHardTopKLoss, SmoothTopKLoss, smooth_hard_topk_loss, smooth_topk_loss
+
+__all__ = [
+    "METHODS",
+    "SmoothHardTopKLoss",
+    "SmoothTopKLoss",
+    "TopKCrossEntropyLoss",
+    "rank_probabilities",
+    "smooth_hard_topk_loss",
+    "smooth_topk_loss",
+    "soft_sort",
+    "sorting_network",
+    "topk_cross_entropy",
+]

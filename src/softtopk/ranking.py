@@ -1,0 +1,106 @@
+"""Public entry points: rank probabilities of every ranking relaxation, and relaxed sorting."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from ._checks import check_choice, check_index, check_k, check_positive_finite, check_scores
+from .relax import neuralsort, sinkhorn, softsort, sorting_network
+from .sigmoids import DISTRIBUTIONS
+
+Tensor = torch.Tensor
+
+NETWORK_METHODS = ("bitonic", "odd_even", "splitter_selection")
+METHODS = (*NETWORK_METHODS, "neuralsort", "softsort", "sinkhorn")
+_OTHER_METHODS = {"neuralsort": neuralsort, "softsort": softsort, "sinkhorn": sinkhorn}
+
+
+def check_relaxation(method: str, inverse_temperature: float, distribution: str, art_lambda: float) -> float:
+    """Validate the relaxation arguments; returns inverse_temperature as a float."""
+    check_choice(method, "method", METHODS)
+    beta = check_positive_finite(inverse_temperature, "inverse_temperature")
+    if method in NETWORK_METHODS:
+        check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
+        real = isinstance(art_lambda, (int, float)) and not isinstance(art_lambda, bool)
+        if not real or not 0 <= art_lambda < 1:
+            raise ValueError(f"art_lambda must be a real number in [0, 1), got {art_lambda!r}")
+    return beta
+
+
+def relaxation(method: str, beta: float, distribution: str, art_lambda: float):
+    """The pair (rank_matrix(scores, k), item_ranks(scores, index, k)) of a validated method,
+    on 2-D float32/float64 scores."""
+    if method in NETWORK_METHODS:
+        options = dict(kind=method, beta=beta, distribution=distribution, lam=float(art_lambda))
+        return (partial(sorting_network.rank_matrix, **options),
+                partial(sorting_network.item_ranks, **options))
+    module = _OTHER_METHODS[method]
+    return (partial(module.rank_matrix, inverse_temperature=beta),
+            partial(module.item_ranks, inverse_temperature=beta))
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Relaxations run in float64 for float64 input and in float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def rank_probabilities(
+    scores: Tensor,
+    k: int,
+    method: str,
+    inverse_temperature: float = 1.0,
+    distribution: str = "cauchy",
+    art_lambda: float = 0.25,
+    index: Tensor | None = None,
+) -> Tensor:
+    """Relaxed top-k rank probabilities.
+
+    Args:
+        scores: `[..., n]` floating-point scores; rank 0 is the largest.
+        k: number of ranks, 1 <= k <= n.
+        method: 'bitonic', 'odd_even', 'splitter_selection' (differentiable sorting networks),
+            'neuralsort', 'softsort' (tau = 1 / inverse_temperature) or 'sinkhorn'
+            (epsilon = 1 / inverse_temperature).
+        inverse_temperature: steepness beta > 0.
+        distribution: comparator sigmoid of the sorting networks: 'logistic', 'logistic_phi',
+            'cauchy', 'gaussian', 'reciprocal' or 'optimal'.
+        art_lambda: lambda in [0, 1) of 'logistic_phi'.
+        index: optional integer tensor `[...]`: return only the probabilities of that item per row.
+
+    Returns:
+        `P[..., i, r]` = probability that item i has rank r, `[..., n, k]`; with `index`,
+        `P[..., index, r]`, `[..., k]`. Computed in float32 for half-precision input, returned
+        in the input's dtype.
+    """
+    check_scores(scores)
+    n = scores.shape[-1]
+    check_k(k, n)
+    beta = check_relaxation(method, inverse_temperature, distribution, art_lambda)
+    batch_shape = scores.shape[:-1]
+    full, item = relaxation(method, beta, distribution, art_lambda)
+    flat = scores.reshape(-1, n).to(compute_dtype(scores.dtype)).contiguous()
+    if index is None:
+        out = full(flat, k).reshape(*batch_shape, n, k)
+    else:
+        check_index(index, batch_shape, n)
+        out = item(flat, index.reshape(-1).long(), k).reshape(*batch_shape, k)
+    return out.to(scores.dtype)
+
+
+def soft_sort(
+    scores: Tensor,
+    method: str = "bitonic",
+    inverse_temperature: float = 1.0,
+    distribution: str = "cauchy",
+    art_lambda: float = 0.25,
+) -> Tensor:
+    """Relaxed sorted values, descending, of a differentiable sorting network.  `[..., n] -> [..., n]`"""
+    check_scores(scores)
+    check_choice(method, "method", NETWORK_METHODS)
+    beta = check_relaxation(method, inverse_temperature, distribution, art_lambda)
+    n = scores.shape[-1]
+    flat = scores.reshape(-1, n).to(compute_dtype(scores.dtype)).contiguous()
+    out = sorting_network.sorted_values(flat, method, beta, distribution, float(art_lambda))
+    return out.reshape(scores.shape).to(scores.dtype)
