@@ -144,15 +144,12 @@ def _validation_count(splits: Splits, val_size: float | None) -> int:
     return count
 
 
-def validation_split(splits: Splits, val_size: float | None,
-                     seed: int) -> tuple[tuple[torch.Tensor, ...], int]:
-    """`(train_x, train_y, val_x, val_y)` with a random validation part of train, and its size
-    (see `TrainConfig` for `val_size`)."""
+def validation_split(splits: Splits, val_size: float | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices `(train [N - V], val [V])` into `splits.train_*`: a random validation part of V samples
+    (see `TrainConfig` for `val_size`). Indices, not copies, so memory-mapped embeddings stay on disk."""
     count = _validation_count(splits, val_size)
     order = torch.randperm(splits.train_y.shape[0], generator=torch.Generator().manual_seed(seed))
-    val, train = order[:count], order[count:]
-    x, y = splits.train_x, splits.train_y
-    return (x[train], y[train], x[val], y[val]), count
+    return order[count:], order[:count]
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -179,16 +176,15 @@ class Trainer:
         k_max = len(config.loss.p_k)
         self.ks = tuple(sorted({k for k in (*REPORTED_KS, *range(1, k_max + 1)) if k <= self.num_classes}))
         self.weights = selection_weights(config.loss)
-        (train_x, self.train_y, val_x, self.val_y), self.val_count = validation_split(
-            splits, config.val_size, config.seed)
-        self.test_y = splits.test_y
-        self.prepare = self._input_transform(config, train_x)
-        self.train_x, self.val_x, self.test_x = train_x, val_x, splits.test_x
+        self.splits = splits
+        self.train_index, self.val_index = validation_split(splits, config.val_size, config.seed)
+        self.test_index = torch.arange(splits.test_y.shape[0])
+        self.prepare = self._input_transform(config, splits.train_x, self.train_index)
         torch.manual_seed(config.seed)
         if config.protocol == "finetune":
-            self.model = embedding_probe(train_x.shape[1], self.num_classes, config.hidden)
+            self.model = embedding_probe(splits.train_x.shape[1], self.num_classes, config.hidden)
         else:
-            self.model = ResNet18Cifar(self.num_classes, train_x.shape[1], width=config.width or 64)
+            self.model = ResNet18Cifar(self.num_classes, splits.train_x.shape[1], width=config.width or 64)
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.ddp_model: nn.Module = self.model
@@ -197,13 +193,13 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     @staticmethod
-    def _input_transform(config: TrainConfig,
-                         train_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _input_transform(config: TrainConfig, inputs: torch.Tensor,
+                         train_index: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """The map from stored inputs to model inputs: features as float, images standardised per
-        channel with the statistics of the training part."""
+        channel with the statistics of the training part `inputs[train_index]`."""
         if config.protocol == "finetune":
             return lambda x: x.float()
-        mean, std = _channel_stats(train_x)
+        mean, std = _channel_stats(inputs, train_index)
         return lambda x: (x.float() / 255 - mean.to(x.device)) / std.to(x.device)
 
     def run(self, resume: bool = False) -> dict:
@@ -222,8 +218,10 @@ class Trainer:
             began = time.perf_counter()
             train_loss = self._train_epoch(epoch)
             row = {"epoch": epoch, "train_loss": train_loss}
-            for part, x, y in (("val", self.val_x, self.val_y), ("test", self.test_x, self.test_y)):
-                row.update({f"{part}_{key}": value for key, value in self._evaluate(x, y).items()})
+            s = self.splits
+            for part, x, y, index in (("val", s.train_x, s.train_y, self.val_index),
+                                      ("test", s.test_x, s.test_y, self.test_index)):
+                row.update({f"{part}_{key}": value for key, value in self._evaluate(x, y, index).items()})
             row["selection"] = sum(w * row[f"val_top{k}"] for k, w in self.weights.items())
             row["seconds"] = time.perf_counter() - began
             history.append(row)
@@ -232,7 +230,7 @@ class Trainer:
                 tqdm.write(f"{self.label}epoch {epoch}/{self.config.epochs}: train loss {train_loss:.4f}, "
                            f"val top-1 {row['val_top1']:.2%} top-5 {row.get('val_top5', math.nan):.2%}",
                            file=sys.stderr)
-        summary = summarize(self.config, history, self.val_count)
+        summary = summarize(self.config, history, self.val_index.shape[0])
         if self.out is not None and self.group.is_main:
             write_json(self.out / SUMMARY, summary)
         return summary
@@ -240,7 +238,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> float:
         """One pass over train in shuffled global batches; returns the mean training loss."""
         generator = _epoch_generator(self.config.seed, epoch)
-        order = torch.randperm(self.train_y.shape[0], generator=generator)
+        order = self.train_index[torch.randperm(self.train_index.shape[0], generator=generator)]
         batches = torch.split(order, self.config.batch_size)
         self.ddp_model.train()
         total, count = torch.zeros((), dtype=torch.float64), 0
@@ -249,8 +247,8 @@ class Trainer:
         for index in bar:
             if index.shape[0] < self.group.world:  # too few samples to give every process one
                 break
-            x = self.config.augmentation(self.train_x[index], generator)  # the whole global batch
-            x, y = self.group.shard(x), self.group.shard(self.train_y[index])
+            x = self.config.augmentation(self.splits.train_x[index], generator)  # the whole global batch
+            x, y = self.group.shard(x), self.group.shard(self.splits.train_y[index])
             with self._autocast():
                 logits = self.ddp_model(self.prepare(x.to(self.device)))
             loss = self.loss_fn(logits.float(), y.to(self.device))
@@ -265,23 +263,24 @@ class Trainer:
         return float(self.group.sum(total.to(self.device)).cpu()) / max(count, 1)
 
     @torch.no_grad()
-    def _evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-        """Top-k accuracies (`top{k}`) and mean loss (`loss`) on `x`, `y`, shared out over processes."""
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
+                  batch_size: int = 1000) -> dict[str, float]:
+        """Top-k accuracies (`top{k}`) and mean loss (`loss`) on the rows `index` of `x`, `y`, shared
+        out over the processes."""
         self.model.eval()
-        mine = self.group.shard(torch.arange(y.shape[0]))
-        sums = torch.zeros(len(self.ks) + 1, dtype=torch.float64)  # hits per k, then loss sum
-        for index in torch.split(mine, batch_size):
+        sums = torch.zeros(len(self.ks) + 1, dtype=torch.float64)  # hits per k, then the loss sum
+        for rows in torch.split(self.group.shard(index), batch_size):
             with self._autocast():
-                logits = self.model(self.prepare(x[index].to(self.device))).float()
-            target = y[index].to(self.device)
+                logits = self.model(self.prepare(x[rows].to(self.device))).float()
+            target = y[rows].to(self.device)
             accuracy = topk_accuracy(logits, target, self.ks)
-            n = index.shape[0]
+            n = rows.shape[0]
             sums[:-1] += torch.tensor([accuracy[k] * n for k in self.ks], dtype=torch.float64)
             sums[-1] += float(self.loss_fn(logits, target)) * n
         sums = self.group.sum(sums.to(self.device)).cpu()
         hits = sums[:-1].round().tolist()
-        result = {f"top{k}": hit / y.shape[0] for k, hit in zip(self.ks, hits, strict=True)}
-        result["loss"] = float(sums[-1]) / y.shape[0]
+        result = {f"top{k}": hit / index.shape[0] for k, hit in zip(self.ks, hits, strict=True)}
+        result["loss"] = float(sums[-1]) / index.shape[0]
         return result
 
     def _autocast(self):
@@ -317,15 +316,17 @@ class Trainer:
 
 
 @torch.no_grad()
-def _channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation `[1, C, 1, 1]` of uint8 `images [N, C, H, W]` in [0, 1]."""
+def _channel_stats(images: torch.Tensor, index: torch.Tensor,
+                   chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation `[1, C, 1, 1]`, in [0, 1], of the uint8 images
+    `images[index]` (`images` is `[N, C, H, W]`)."""
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
-    for part in torch.split(images, chunk):
-        part = part.double() / 255
+    for rows in torch.split(index, chunk):
+        part = images[rows].double() / 255
         total += part.sum(dim=(0, 2, 3))
         squares += part.square().sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
+    count = index.shape[0] * images.shape[2] * images.shape[3]
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
     return mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1)
