@@ -172,7 +172,8 @@ def topk_loss(
     if bool((valid & ((flat_target < 0) | (flat_target >= classes))).any()):
         raise ValueError(f"target values must lie in [0, {classes}) or equal ignore_index = {ignore_index}")
     safe_target = torch.where(valid, flat_target, 0)
-    loss = _per_sample_loss(logits, safe_target, cfg)
+    with torch.autocast(logits.device.type, enabled=False):  # the relaxation runs in float32 or float64
+        loss = _per_sample_loss(logits, safe_target, cfg)
     sample_weight = valid.to(loss.dtype)
     if weight is not None:
         sample_weight = sample_weight * weight.to(loss.dtype)[safe_target]

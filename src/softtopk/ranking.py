@@ -81,11 +81,13 @@ def rank_probabilities(
     batch_shape = scores.shape[:-1]
     full, item = relaxation(method, beta, distribution, art_lambda)
     flat = scores.reshape(-1, n).to(compute_dtype(scores.dtype)).contiguous()
-    if index is None:
-        out = full(flat, k).reshape(*batch_shape, n, k)
-    else:
+    if index is not None:
         check_index(index, batch_shape, n)
-        out = item(flat, index.reshape(-1).long(), k).reshape(*batch_shape, k)
+    with torch.autocast(scores.device.type, enabled=False):
+        if index is None:
+            out = full(flat, k).reshape(*batch_shape, n, k)
+        else:
+            out = item(flat, index.reshape(-1).long(), k).reshape(*batch_shape, k)
     return out.to(scores.dtype)
 
 

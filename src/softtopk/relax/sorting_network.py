@@ -93,8 +93,14 @@ class _RelaxedNetwork(torch.autograd.Function):
         return grad, None, None, None, None
 
 
+@torch.compiler.disable
+def _cached_plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
+    """The plan, looked up outside any compiled graph (tracing its construction is slow)."""
+    return _plan(kind, n, k, device)
+
+
 def _run(state: Tensor, kind: str, k: int, distribution: str, beta: float, lam: float) -> Tensor:
-    plan = _plan(kind, state.shape[-1], k, state.device)
+    plan = _cached_plan(kind, state.shape[-1], k, state.device)
     return _RelaxedNetwork.apply(state, plan, DISTRIBUTIONS[distribution], beta, lam)
 
 
