@@ -7,7 +7,7 @@ import torch
 
 from softtopk.experiments import cli
 from softtopk.experiments.cli import main
-from softtopk.experiments.splits import DataError, Splits
+from softtopk.experiments.splits import Splits
 
 
 def _tiny(spec: dict) -> Splits:
@@ -105,13 +105,34 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_data, tmp_path,
     assert not out.exists()
 
 
-def test_data_errors_exit_2(monkeypatch, tmp_path, capsys):
-    def broken(spec):
-        raise DataError(f"{spec['path']}: not an embedding file (no 'train_x')")
+def test_finetune_on_an_embedding_file(tmp_path, capsys):
+    splits = _tiny({"name": "embeddings"})
+    path = tmp_path / "emb.pt"
+    torch.save({"train_embeddings": splits.train_x.half(), "train_labels": splits.train_y,
+                "test_embeddings": splits.test_x.half(), "test_labels": splits.test_y}, path)
+    out = tmp_path / "run"
+    assert main(["finetune", "--data", str(path), "--epochs", "1", "--lr", "0.05", "--val-size", "60",
+                 "--out", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["data"] == {"name": "embeddings", "path": str(path)} and config["lr"] == 0.05
+    assert json.loads((out / "summary.json").read_text())["val_size"] == 60
+    assert "| Softmax |" in capsys.readouterr().out
 
-    monkeypatch.setattr(cli, "load_data", broken)
-    bad = tmp_path / "emb.pt"
-    _fails(capsys, ["finetune", "--data", str(bad), "--out", str(tmp_path / "run")], "not an embedding file")
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "does not exist"),
+    (b"not an archive", "cannot read embedding file"),
+    ({"embeddings": torch.zeros(3, 2)}, "must hold the arrays train_embeddings"),
+    ({"train_embeddings": torch.zeros(3, 2), "train_labels": torch.zeros(3, dtype=torch.long),
+      "test_embeddings": torch.zeros(2, 5), "test_labels": torch.zeros(2, dtype=torch.long)}, "dimensions"),
+])
+def test_missing_or_malformed_data_files_exit_2(tmp_path, capsys, content, message):
+    path = tmp_path / "emb.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    _fails(capsys, ["finetune", "--data", str(path), "--out", str(tmp_path / "run")], message)
     assert not (tmp_path / "run").exists()
 
 
@@ -131,5 +152,5 @@ def test_help_states_the_per_data_set_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "glyphs: epochs 30" in text and "no flip" in text
+    assert "glyphs: epochs 20" in text and "no flip" in text
     assert "cifar100: epochs 200, batch 128, lr 0.001" in text
