@@ -241,7 +241,7 @@ class Trainer:
         order = self.train_index[torch.randperm(self.train_index.shape[0], generator=generator)]
         batches = torch.split(order, self.config.batch_size)
         self.ddp_model.train()
-        total, count = torch.zeros((), dtype=torch.float64), 0
+        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0  # no sync per step
         bar = tqdm(batches, desc=f"{self.label}epoch {epoch}", file=sys.stderr, leave=False,
                    disable=not self.progress, unit="batch")
         for index in bar:
@@ -258,9 +258,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             (loss * share).backward()
             self.optimizer.step()
-            total += loss.detach().double().cpu() * y.shape[0]
+            total += loss.detach().double() * y.shape[0]
             count += index.shape[0]
-        return float(self.group.sum(total.to(self.device)).cpu()) / max(count, 1)
+        return float(self.group.sum(total)) / max(count, 1)
 
     @torch.no_grad()
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
