@@ -28,9 +28,10 @@ CHECK_EVERY = 10
 
 def _squash(scores: Tensor) -> Tensor:
     """Sigmoid of the per-row standardised scores.  [B, n] -> [B, n] in (0, 1)"""
-    var, mean = torch.var_mean(scores, dim=-1, correction=0, keepdim=True)
+    centred = scores - scores.mean(-1, keepdim=True)
+    var = centred.square().mean(-1, keepdim=True)
     # tiny under the root keeps the value and its gradient finite when all scores are equal.
-    return torch.sigmoid((scores - mean) / torch.sqrt(var + torch.finfo(scores.dtype).tiny))
+    return torch.sigmoid(centred / torch.sqrt(var + torch.finfo(scores.dtype).tiny))
 
 
 def _transport(scores: Tensor, inverse_temperature: float) -> tuple[Tensor, Tensor, Tensor]:
