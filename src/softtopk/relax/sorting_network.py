@@ -1,11 +1,12 @@
 """Differentiable sorting and selection networks with a hand-written backward pass.
 
-The state `[B, C, n]` holds the values (channel 0) and C-1 channels of probability mass: a
+The state `[n, C, B]` holds the values (channel 0) and C-1 channels of probability mass: a
 relaxed comparator mixes both with the same swap probability, so mass that starts one-hot on an
 item ends spread over the output wires exactly as row `item` of the network's relaxed permutation
 matrix. Each layer is laid out once (`_Plan`) as one gather that puts its comparators' min wires
 first and their max wires next, so a layer costs a handful of vectorised ops forward and backward
-and no index tensor is built per call.
+and no index tensor is built per call. Wires come first in the state, so that every op works on
+contiguous blocks of `C x B` values.
 """
 
 from __future__ import annotations
@@ -54,23 +55,23 @@ def _plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
 
 
 class _RelaxedNetwork(torch.autograd.Function):
-    """state `[B, C, n]` -> the state on the wires of ranks 0..k-1, `[B, C, k]`."""
+    """state `[n, C, B]` -> the state on the wires of ranks 0..k-1, `[k, C, B]`."""
 
     @staticmethod
     def forward(ctx, state: Tensor, plan: _Plan, dist: Distribution, beta: float, lam: float) -> Tensor:
         diffs, swaps = [], []
         for gather, c in zip(plan.gathers, plan.sizes, strict=True):
-            state = state.index_select(-1, gather)
-            d = state[..., c : 2 * c] - state[..., :c]
+            state = state.index_select(0, gather)
+            d = state[c : 2 * c] - state[:c]
             swap = dist.swap(d[:, 0], beta, lam)
             moved = d * swap.unsqueeze(1)
-            state[..., :c] += moved
-            state[..., c : 2 * c] -= moved
+            state[:c] += moved
+            state[c : 2 * c] -= moved
             diffs.append(d)
             swaps.append(swap)
         ctx.save_for_backward(*diffs, *swaps)
-        ctx.plan, ctx.dist, ctx.beta, ctx.lam, ctx.n = plan, dist, beta, lam, state.shape[-1]
-        return state.index_select(-1, plan.output)
+        ctx.plan, ctx.dist, ctx.beta, ctx.lam, ctx.n = plan, dist, beta, lam, state.shape[0]
+        return state.index_select(0, plan.output)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -78,18 +79,18 @@ class _RelaxedNetwork(torch.autograd.Function):
         plan, dist, beta, lam = ctx.plan, ctx.dist, ctx.beta, ctx.lam
         layers = len(plan.sizes)
         diffs, swaps = ctx.saved_tensors[:layers], ctx.saved_tensors[layers:]
-        grad = grad_out.new_zeros(*grad_out.shape[:-1], ctx.n)
-        grad.index_copy_(-1, plan.output, grad_out)
+        grad = grad_out.new_zeros(ctx.n, *grad_out.shape[1:])
+        grad.index_copy_(0, plan.output, grad_out)
         for layer in reversed(range(layers)):
             c, d, swap = plan.sizes[layer], diffs[layer], swaps[layer]
-            g_low, g_high = grad[..., :c], grad[..., c : 2 * c]
+            g_low, g_high = grad[:c], grad[c : 2 * c]
             spread = g_low - g_high
             d_swap = (spread * d).sum(1)
             spread *= swap.unsqueeze(1)
             spread[:, 0] += d_swap * dist.slope(d[:, 0], swap, beta, lam)
             g_low -= spread
             g_high += spread
-            grad = grad.index_select(-1, plan.inverse_gathers[layer])
+            grad = grad.index_select(0, plan.inverse_gathers[layer])
         return grad, None, None, None, None
 
 
@@ -100,26 +101,27 @@ def _cached_plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
 
 
 def _run(state: Tensor, kind: str, k: int, distribution: str, beta: float, lam: float) -> Tensor:
-    plan = _cached_plan(kind, state.shape[-1], k, state.device)
+    plan = _cached_plan(kind, state.shape[0], k, state.device)
     return _RelaxedNetwork.apply(state, plan, DISTRIBUTIONS[distribution], beta, lam)
 
 
 def rank_matrix(scores: Tensor, k: int, kind: str, beta: float, distribution: str, lam: float) -> Tensor:
     """P[b, i, r] = probability that item i ends on the wire of rank r.  [B, n] -> [B, n, k]"""
     n = scores.shape[-1]
-    mass = torch.eye(n, dtype=scores.dtype, device=scores.device).expand(scores.shape[0], n, n)
-    state = torch.cat([scores.unsqueeze(1), mass], dim=1)
-    return _run(state, kind, k, distribution, beta, lam)[:, 1:]
+    mass = torch.eye(n, dtype=scores.dtype, device=scores.device).unsqueeze(-1).expand(n, n, scores.shape[0])
+    state = torch.cat([scores.t().unsqueeze(1), mass], dim=1)
+    return _run(state, kind, k, distribution, beta, lam)[:, 1:].permute(2, 1, 0)
 
 
 def item_ranks(
     scores: Tensor, index: Tensor, k: int, kind: str, beta: float, distribution: str, lam: float
 ) -> Tensor:
     """P[b, index[b], r] for r < k, one mass channel per row.  [B, n], [B] -> [B, k]"""
-    mass = torch.zeros_like(scores).scatter_(1, index.unsqueeze(1), 1.0)
-    return _run(torch.stack([scores, mass], dim=1), kind, k, distribution, beta, lam)[:, 1]
+    values = scores.t()
+    mass = torch.zeros_like(values).scatter_(0, index.unsqueeze(0), 1.0)
+    return _run(torch.stack([values, mass], dim=1), kind, k, distribution, beta, lam)[:, 1].t()
 
 
 def sorted_values(scores: Tensor, kind: str, beta: float, distribution: str, lam: float) -> Tensor:
     """Relaxed values in descending order.  [B, n] -> [B, n]"""
-    return _run(scores.unsqueeze(1), kind, scores.shape[-1], distribution, beta, lam)[:, 0]
+    return _run(scores.t().unsqueeze(1), kind, scores.shape[-1], distribution, beta, lam)[:, 0].t()
