@@ -122,3 +122,11 @@ def test_ties_and_large_scores_are_finite(scores):
     ones = torch.ones(p.shape[0], p.shape[-1])
     torch.testing.assert_close(p.sum(1), ones, rtol=0, atol=1e-4)
     torch.testing.assert_close(p.sum(2), ones, rtol=0, atol=1e-4)
+
+
+def test_warns_when_it_stops_at_the_iteration_cap():
+    from softtopk import rank_probabilities
+
+    scores = torch.randn(2, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        rank_probabilities(scores, 5, "sinkhorn", inverse_temperature=1e5)

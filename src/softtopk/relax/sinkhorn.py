@@ -11,6 +11,7 @@ hard limit it is reached in tens instead of thousands of iterations."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -56,6 +57,14 @@ def _transport(scores: Tensor, inverse_temperature: float) -> tuple[Tensor, Tens
         g = (log_marginal - torch.logsumexp((f[:, :, None] - cost) * scale, dim=-2)) / scale
         settled = scale == inverse_temperature
         scale = min(2 * scale, inverse_temperature)
+    else:
+        warnings.warn(
+            f"sinkhorn did not converge in {MAX_ITERATIONS} iterations at inverse_temperature="
+            f"{inverse_temperature}: its rank probabilities are only approximately normalised; "
+            "a lower inverse_temperature converges faster",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     return cost, f, g
 
 
