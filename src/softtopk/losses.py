@@ -115,8 +115,9 @@ def _preselect(logits: Tensor, target: Tensor, m: int) -> Tensor:
     """Logits of the true class followed by the m-1 highest other classes, descending.  -> [M, m]"""
     with torch.no_grad():
         top = logits.topk(m, dim=1).indices
-        is_true = top == target.unsqueeze(1)
-        others = top.gather(1, torch.argsort(is_true.to(torch.uint8), dim=1, stable=True)[:, : m - 1])
+        # Column j of the others is column j of top, or j + 1 once the true class has been passed.
+        passed = (top[:, : m - 1] == target.unsqueeze(1)).cumsum(dim=1)
+        others = top.gather(1, passed + torch.arange(m - 1, device=top.device))
         kept = torch.cat([target.unsqueeze(1), others], dim=1)
     return logits.gather(1, kept)
 
@@ -138,7 +139,7 @@ def _per_sample_loss(logits: Tensor, target: Tensor, cfg: _Config) -> Tensor:
         _, item_ranks = relaxation(cfg.method, cfg.beta, cfg.distribution, cfg.art_lambda)
         ranks = item_ranks(scores.contiguous(), label, k)
         weights = torch.tensor(cfg.rank_weights, dtype=scores.dtype, device=scores.device)
-        p = ranks @ weights
+        p = (ranks * weights).sum(dim=1)
     else:
         p = torch.zeros_like(scores[:, 0])
     if cfg.top1_mode == "sm":
