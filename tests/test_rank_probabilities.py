@@ -197,3 +197,17 @@ def test_bad_input(kwargs, error, name):
 def test_soft_sort_rejects_non_networks():
     with pytest.raises(ValueError, match="method"):
         soft_sort(torch.randn(4), "neuralsort")
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "scores",
+    [torch.tensor([[1.0, 1.0, 2.0, 2.0, 0.5]]), torch.full((2, 4), 3.0), torch.randn(3, 12) * 1e4],
+    ids=["ties", "all-equal", "huge"],
+)
+def test_ties_equal_and_huge_scores_stay_finite(method, scores):
+    scores = scores.clone().requires_grad_()
+    p = rank_probabilities(scores, scores.shape[-1], method, inverse_temperature=10.0)
+    p[..., 0].sum().backward()
+    assert torch.isfinite(p).all() and torch.isfinite(scores.grad).all()
+    torch.testing.assert_close(p.sum(-2), torch.ones(p.shape[0], p.shape[-1]), atol=1e-4, rtol=0)
