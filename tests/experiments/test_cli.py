@@ -154,3 +154,9 @@ def test_help_states_the_per_data_set_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "glyphs: epochs 20" in text and "no flip" in text
     assert "cifar100: epochs 200, batch 128, lr 0.001" in text
+
+
+def test_a_folder_without_cifar100_exits_2(tmp_path, capsys):
+    argv = ["train", "--data", "cifar100", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")]
+    _fails(capsys, argv, "CIFAR-100 file")
+    assert not (tmp_path / "run").exists()
