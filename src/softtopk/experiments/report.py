@@ -71,14 +71,20 @@ def _save(fig, path: Path) -> None:
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
 
 
-def plot_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    """Validation top-1 and top-5 accuracy per epoch, one line per run (`label -> log rows`)."""
+def plot_curves(histories: dict[str, list[dict]], path: Path, groups: dict[str, str] | None = None) -> None:
+    """Validation top-1 and top-5 accuracy per epoch, one line per run (`label -> log rows`). Runs of
+    the same group (`groups[label]`, e.g. the method) share a colour and differ in line style."""
     plt = _pyplot()
+    groups = groups or {label: label for label in histories}
+    colours = {group: f"C{i % 10}" for i, group in enumerate(dict.fromkeys(groups.values()))}
+    styles = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
+    rank = {label: list(groups.values())[:i].count(groups[label]) for i, label in enumerate(histories)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     for metric, ax in zip(METRICS, axes, strict=True):
         for label, rows in histories.items():
             if rows and f"val_{metric}" in rows[0]:
                 ax.plot([r["epoch"] for r in rows], [100 * r[f"val_{metric}"] for r in rows], label=label,
+                        color=colours[groups[label]], linestyle=styles[rank[label] % len(styles)],
                         marker="." if len(rows) < 30 else None)
         ax.set(title=f"validation top-{metric[3:]}", xlabel="epoch", ylabel="accuracy (%)")
         ax.xaxis.get_major_locator().set_params(integer=True)

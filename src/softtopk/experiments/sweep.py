@@ -174,7 +174,7 @@ def result_row(config: TrainConfig, summary: dict) -> dict:
 def write_report(out: Path, runs: list[tuple[Path, TrainConfig]]) -> str:
     """From finished run folders: `out/results.md`, `results.csv`, `results.json`, `curves.png` and
     `bars.png`. Returns the Markdown table."""
-    rows, histories, bars = [], {}, {}
+    rows, histories, bars, methods = [], {}, {}, {}
     for folder, config in runs:
         summary = read_json(folder / SUMMARY)
         rows.append(result_row(config, summary))
@@ -183,11 +183,12 @@ def write_report(out: Path, runs: list[tuple[Path, TrainConfig]]) -> str:
             label = f"{label} ({folder.name})"
         histories[label] = [json.loads(line) for line in (folder / LOG).read_text().splitlines()]
         bars[label] = summary["test"]
+        methods[label] = config.loss.method
     table = markdown_table([{key: value for key, value in row.items() if key not in ("best_epoch",)}
                             for row in rows])
     write_text(out / "results.md", table)
     write_csv(out / "results.csv", rows)
     write_json(out / "results.json", rows)
-    plot_curves(histories, out / "curves.png")
+    plot_curves(histories, out / "curves.png", groups=methods)
     plot_bars(bars, out / "bars.png")
     return table
