@@ -64,9 +64,8 @@ class _RelaxedNetwork(torch.autograd.Function):
             state = state.index_select(0, gather)
             d = state[c : 2 * c] - state[:c]
             swap = dist.swap(d[:, 0], beta, lam)
-            moved = d * swap.unsqueeze(1)
-            state[:c] += moved
-            state[c : 2 * c] -= moved
+            state[:c].addcmul_(d, swap.unsqueeze(1))
+            state[c : 2 * c].addcmul_(d, swap.unsqueeze(1), value=-1)
             diffs.append(d)
             swaps.append(swap)
         ctx.save_for_backward(*diffs, *swaps)
@@ -87,7 +86,7 @@ class _RelaxedNetwork(torch.autograd.Function):
             spread = g_low - g_high
             d_swap = (spread * d).sum(1)
             spread *= swap.unsqueeze(1)
-            spread[:, 0] += d_swap * dist.slope(d[:, 0], swap, beta, lam)
+            spread[:, 0].addcmul_(d_swap, dist.slope(d[:, 0], swap, beta, lam))
             g_low -= spread
             g_high += spread
             grad = grad.index_select(0, plan.inverse_gathers[layer])
