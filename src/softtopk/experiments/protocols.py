@@ -42,8 +42,8 @@ DEFAULTS = {
         "weights on a small set rather than from a pretrained head")),
     "cifar100": Defaults(200, 128, 1e-3, 0.05, note="the paper's settings; 200 epochs"),
     "glyphs": Defaults(20, 128, 1e-3, 0.05, width=16, note=(
-        "lr, batch, crop as the paper; width 16 (not 64) and 20 epochs to fit a CPU (about a minute "
-        "an epoch on two cores); no flip (a mirrored glyph is another glyph or none)")),
+        "lr, batch, crop as the paper; width 16 (not 64) and 20 epochs to fit a CPU (a few minutes "
+        "an epoch on two cores, seconds on a GPU); no flip (a mirrored glyph is another glyph or none)")),
 }
 
 
