@@ -166,6 +166,10 @@ def test_table_aggregates_seeds_and_shows_only_varying_settings():
     assert table[2] == "| Softmax | [1] | – | 60.00 ± 14.14 | 85.00 ± 7.07 | 2 |"
     assert table[3] == "| NeuralSort | [0, 1] | 0.5 | 25.00 | – | 1 |"
     assert len(table) == 5
+    # a setting that only differs between methods (as in the paper's grids) gets no column
+    per_method = [{"method": m, "p_k": "[1]", "inverse_temperature": b, "top1": 0.5, "top5": 0.9}
+                  for m, b in (("Bitonic DSN", 1.0), ("NeuralSort", 0.5))]
+    assert markdown_table(per_method).splitlines()[0] == "| Method | P_K | Top-1 (%) | Top-5 (%) |"
     with pytest.raises(ValueError, match="at least one run"):
         markdown_table([])
 

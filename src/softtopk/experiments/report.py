@@ -23,7 +23,7 @@ def _percent(values: list[float]) -> str:
 def markdown_table(results: list[dict]) -> str:
     """The paper-style table: one row per distinct setting, test accuracies in percent, mean ± std over
     seeds where a setting ran with several. Columns: method, P_K, and each other setting that takes
-    more than one value among the runs that have it ('–' where a run lacks it).
+    more than one value within one method's runs ('–' where a run lacks it).
 
     `results` are flat dicts with 'method' (display name), 'p_k' (label), 'seed', 'top1', 'top5' (in
     [0, 1]) and any hyper-parameters.
@@ -31,8 +31,8 @@ def markdown_table(results: list[dict]) -> str:
     if not results:
         raise ValueError("results must hold at least one run")
     settings = list(dict.fromkeys(key for r in results for key in r if key not in ("seed", *METRICS)))
-    shown = ["method", "p_k"] + [key for key in settings if key not in ("method", "p_k")
-                                 and len({str(r[key]) for r in results if r.get(key) is not None}) > 1]
+    shown = ["method", "p_k"] + [key for key in settings if key not in ("method", "p_k") and len(
+        {(r["method"], str(r.get(key))) for r in results}) > len({r["method"] for r in results})]
     groups: dict[tuple, list[dict]] = {}
     for result in results:
         groups.setdefault(tuple(str(result.get(key)) for key in settings), []).append(result)
