@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from softtopk import smooth_topk
 from softtopk.smooth_topk import (
     SmoothHardTopKLoss,
     SmoothTopKLoss,
@@ -27,6 +28,21 @@ def _is_hard(x: torch.Tensor, k: int, tau: float) -> torch.Tensor:
     """Rows where the k-th and (k+1)-th largest logits are at least k·τ·log(1000) apart: [N, C] -> [N]."""
     top = x.topk(k + 1, dim=1).values
     return top[:, k - 1] - top[:, k] >= k * tau * math.log(1000.0)
+
+
+@pytest.fixture(params=["fast", "exact"])
+def path(request, monkeypatch) -> str:
+    """Runs a test with the prefix-sum path (k <= 10) and with the log-space divide and conquer."""
+    if request.param == "exact":
+        monkeypatch.setattr(smooth_topk, "_FAST_MAX_K", 0)
+    return request.param
+
+
+def _tied_rows(n: int, c: int, k: int, dtype: torch.dtype = F64) -> torch.Tensor:
+    """k + 2 nearly tied logits and the rest far below: where the fast backward rounds worst."""
+    x = torch.full((n, c), -1e4, dtype=dtype)
+    x[:, :k + 2] = torch.randn(n, k + 2, dtype=dtype) * 1e-6
+    return x
 
 
 def _subset_loss(x: torch.Tensor, target: torch.Tensor, k: int, tau: float, alpha: float) -> torch.Tensor:
@@ -56,8 +72,71 @@ def test_log_elementary_symmetric_matches_enumeration(n: int) -> None:
                                    rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("k", [1, 2, 4, 7])
+def test_log_sigma_matches_enumeration_including_zero_items(k: int) -> None:
+    torch.manual_seed(k)
+    r = torch.rand(4, 9, dtype=F64)
+    r[1, 2:] = 0  # two positive items: sigma_j = 0 for j > 2
+    r[2] = 0
+    r[3, :5] *= 1e-30
+    expected = torch.stack([torch.ones(4, dtype=F64)] + [
+        torch.stack([r[:, list(s)].prod(1) for s in itertools.combinations(range(9), j)], 1).sum(1)
+        for j in range(1, k + 1)], 1).log()
+    torch.testing.assert_close(smooth_topk._log_sigma(r, k), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_rest_sums_gradcheck(k: int) -> None:
+    """The hand-written backward of the prefix-sum part, for the logits and the weights."""
+    torch.manual_seed(k)
+    x = (torch.randn(3, 10, dtype=F64) * 2).requires_grad_()
+    excluded = torch.stack([torch.randperm(10)[:3] for _ in range(3)])
+    shift = x.detach().amax(dim=1, keepdim=True) * 0.7
+    w = (torch.rand(3, 2, k + 1, dtype=F64) + 0.1).requires_grad_()
+    rest_sums = smooth_topk._RestSums.apply
+    assert torch.autograd.gradcheck(lambda a, b: rest_sums(a, b, excluded, shift, 0.7), (x, w))
+
+
+def test_largest_others_skip_the_label() -> None:
+    torch.manual_seed(8)
+    x = torch.randn(50, 12)
+    x[:10, 3] = x[:10].amax(1) + 1  # label largest
+    x[10:20, 3] = x[10:20].amin(1) - 1  # label smallest
+    target = torch.full((50,), 3)
+    target[20:] = torch.randint(0, 12, (30,))
+    top, index = smooth_topk._largest(x, target, 4)
+    assert torch.equal(top, x.topk(5, 1).values)
+    assert torch.equal(index[:, 4], target)
+    others = x.masked_fill(torch.nn.functional.one_hot(target, 12).bool(), -math.inf)
+    assert torch.equal(x.gather(1, index[:, :4]), others.topk(4, 1).values)
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_fast_path_matches_exact_path(k: int, monkeypatch) -> None:
+    """Values and gradients of the prefix-sum path against the log-space divide and conquer, on spread
+    rows and on nearly tied ones, in float64 and (gradients to 1e-4 of their largest entry) in float32."""
+    torch.manual_seed(k)
+    x = torch.cat((torch.randn(8, 40, dtype=F64) * torch.logspace(-1, 3, 8, dtype=F64)[:, None],
+                   _tied_rows(8, 40, k)))
+    target = torch.randint(0, 40, (16,))
+    target[8:12] = 0  # among the tied logits
+    results = {}
+    for name, max_k, dtype in (("fast64", 10, F64), ("fast32", 10, torch.float32), ("exact", 0, F64)):
+        monkeypatch.setattr(smooth_topk, "_FAST_MAX_K", max_k)
+        xd = x.to(dtype, copy=True).requires_grad_()
+        loss = smooth_topk_loss(xd, target, k, 0.5, 1.0, "none")
+        loss.sum().backward()
+        results[name] = (loss.detach().double(), xd.grad.double())
+    loss, grad = results["exact"]
+    torch.testing.assert_close(results["fast64"][0], loss, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results["fast64"][1], grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(results["fast32"][0], loss, rtol=1e-5, atol=1e-5)
+    assert (results["fast32"][1] - grad).abs().max() <= 1e-4 * grad.abs().max()
+
+
 @pytest.mark.parametrize("k,tau,alpha", [(1, 1.0, 1.0), (2, 0.5, 0.0), (3, 0.1, 2.5), (6, 2.0, 1.0)])
-def test_smooth_loss_and_gradient_match_subset_enumeration(k: int, tau: float, alpha: float) -> None:
+def test_smooth_loss_and_gradient_match_subset_enumeration(k: int, tau: float, alpha: float,
+                                                            path: str) -> None:
     torch.manual_seed(k)
     x = (torch.randn(5, 7, dtype=F64) * 2).requires_grad_()
     target = torch.tensor([0, 6, 3, 3, 1])
