@@ -49,8 +49,9 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def write_csv(path: Path, results: list[dict]) -> None:
-    """One row per run with every field of `results` (accuracies as fractions)."""
-    keys = list(dict.fromkeys(key for result in results for key in result))
+    """One row per run with every field of `results`, the accuracies (fractions) last."""
+    keys = list(dict.fromkeys(key for result in results for key in result if key not in METRICS))
+    keys += [metric for metric in METRICS if any(metric in result for result in results)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
