@@ -85,16 +85,16 @@ def test_log_sigma_matches_enumeration_including_zero_items(k: int) -> None:
     torch.testing.assert_close(smooth_topk._log_sigma(r, k), expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("k", [1, 3, 6])
-def test_rest_sums_gradcheck(k: int) -> None:
-    """The hand-written backward of the prefix-sum part, for the logits and the weights."""
+@pytest.mark.parametrize("k", [1, 2, 6, 10])
+def test_margin_gradcheck(k: int) -> None:
+    """The hand-written backward, on spread logits and on rows with far apart ones."""
     torch.manual_seed(k)
-    x = (torch.randn(3, 10, dtype=F64) * 2).requires_grad_()
-    excluded = torch.stack([torch.randperm(10)[:3] for _ in range(3)])
-    shift = x.detach().amax(dim=1, keepdim=True) * 0.7
-    w = (torch.rand(3, 2, k + 1, dtype=F64) + 0.1).requires_grad_()
-    rest_sums = smooth_topk._RestSums.apply
-    assert torch.autograd.gradcheck(lambda a, b: rest_sums(a, b, excluded, shift, 0.7), (x, w))
+    x = torch.randn(4, 13, dtype=F64) * torch.tensor([[0.5], [2.0], [5.0], [200.0]], dtype=F64)
+    target = torch.tensor([0, 12, 5, 5])
+    index = smooth_topk._largest(x, target, k)[1]
+    margin = smooth_topk._Margin.apply
+    assert torch.autograd.gradcheck(lambda z: margin(z, index, 0.3), x.requires_grad_(),
+                                    eps=1e-4, atol=1e-8, rtol=1e-6)
 
 
 def test_largest_others_skip_the_label() -> None:

@@ -18,10 +18,10 @@ out of every class in T gives
 
     log σ_k(e^{s'}) − log σ_{k−1}(e^{s'}) = c + log Σ_j σ_j(v)·σ_j(r) − log Σ_j σ_{j+1}(v)·σ_j(r),
 
-two sums of positive terms that are at least 1 (their j = 0 terms), of items at most 1. σ(v) of the k
-items is a short recursion; σ(r) of the C items takes one prefix sum per degree, with a hand-written
-backward (`_RestSums`) whose rounding grows like 2^k: beyond k = 10 the log-space divide and conquer
-`log_elementary_symmetric` (exact for every k, O(C·k²) work) is used instead.
+two sums of positive terms that are at least 1 (their j = 0 terms), of items at most 1. Their σ_j take
+one prefix sum per degree, with a hand-written backward (`_Margin`) whose rounding can grow like 2^k:
+beyond k = 10 the log-space divide and conquer `log_elementary_symmetric` (exact for every k, O(C·k²)
+work) is used instead.
 """
 
 from __future__ import annotations
@@ -29,14 +29,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from softtopk._checks import check_choice, check_index, check_positive_finite, check_scores
 
 REDUCTIONS = ("mean", "sum", "none")
 _HARD_GAP = math.log(1000.0)
-_FAST_MAX_K = 10  # largest k for `_RestSums`, whose backward loses up to 2^k ulp
+_FAST_MAX_K = 10  # largest k for `_Margin`, whose backward can lose up to 2^k ulp
 
 
 def log_elementary_symmetric(log_x: Tensor, k: int) -> Tensor:
@@ -72,67 +71,94 @@ def _log_poly_mul(a: Tensor, b: Tensor, k: int) -> Tensor:
     return terms.masked_fill(outside, -math.inf).logsumexp(dim=1)
 
 
-class _RestSums(torch.autograd.Function):
-    """log F_m = log Σ_j w_mj σ_j(r) for the items r_i = exp(scale·x_i − shift) of each row, r_i = 0 for i in
-    `excluded`: x [N, C], weights w >= 0 [N, M, k + 1], excluded [N, E], shift [N, 1] -> [N, M].
+class _Margin(torch.autograd.Function):
+    """log σ_k(e^{s'}) − log σ_{k−1}(e^{s'}) − s_y of the scaled logits s = scale·x: x [N, C] and `index` from
+    `_largest` -> [N]. As in the module docstring, it is c + log A − log B − s_y with A = Σ_j σ_j(v)·σ_j(r)
+    and B = Σ_j σ_{j+1}(v)·σ_j(r); c is held constant, as the value does not depend on it.
 
-    Backward: ∂F/∂r_i = Σ_j w_j σ_{j−1}(r without r_i) and σ_e(r without r_i) = Σ_d (−r_i)^d σ_{e−d}(r), so
-    the gradient is a polynomial of degree k − 1 in r_i with per-row coefficients, evaluated by Horner's
-    rule in k passes over [N, C]. Its alternating terms are bounded by binomial coefficients of k times the
-    result when the items are at most 1 and the weights are the σ_j(v) of the loss: up to 2^k ulp are lost
-    where k + 1 classes tie and the rest lie far below, and far fewer elsewhere.
+    The rest items are evaluated as r·C^{-1/2}: then σ_j ≤ C^{j/2} / j! cannot overflow, and the terms that
+    matter (at least eps / binom(k, j)) stay above float32's smallest normal number for C up to 4e5.
+    Backward, by hand: ∂A/∂r_i = Σ_j σ_j(v)·σ_{j−1}(r without r_i) and σ_e(r without r_i) =
+    Σ_d (−r_i)^d σ_{e−d}(r), a polynomial in r_i with per-row coefficients evaluated by Horner's rule in
+    k passes over [N, C] (`_rest_grad`); for the k items of v, σ(v without v_i) directly (`_top_grad`).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: Tensor, excluded: Tensor, shift: Tensor, scale: float) -> Tensor:
-        r = (x * scale).sub_(shift).scatter_(1, excluded, -math.inf).exp_()
-        log_sigma = _log_sigma(r, w.shape[2] - 1)
-        log_w = w.log()
-        log_f = (log_w + log_sigma[:, None]).logsumexp(dim=2)
-        ctx.save_for_backward(r, log_w, log_sigma, log_f)
-        ctx.scale = scale
-        return log_f
+    def forward(ctx, x: Tensor, index: Tensor, scale: float) -> Tensor:
+        k = index.shape[1] - 1
+        picked = x.gather(1, index) * scale
+        c = picked[:, k - 1:k]
+        v = (c - picked[:, :k]).exp_()
+        half_log_c = 0.5 * math.log(x.shape[1])
+        r = (x * scale).sub_(c + half_log_c).scatter_(1, index, -math.inf).exp_()
+        log_sigma_v = _log_sigma(v, k)
+        log_sigma_r = _log_sigma(r, k) + half_log_c * torch.arange(k + 1, dtype=x.dtype, device=x.device)
+        log_ab = (_weights(log_sigma_v, 1) + log_sigma_r[:, None]).logsumexp(dim=2)  # log A, log B
+        ctx.save_for_backward(index, v, r, log_sigma_v, log_sigma_r, log_ab)
+        ctx.scale, ctx.half_log_c = scale, half_log_c
+        return log_ab[:, 0] - log_ab[:, 1] + c[:, 0] - picked[:, k]
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None, None, None]:
-        r, log_w, log_sigma, log_f = ctx.saved_tensors
-        k = log_sigma.shape[1] - 1
-        grad_w = grad[:, :, None] * (log_sigma[:, None] - log_f[:, :, None]).exp()
-        log_rel = log_w - log_f[:, :, None]  # log(w_mj / F_m)
-        # coefficient of (−r_i)^d: Σ_m grad_m Σ_{j>d} w_mj σ_{j−1−d} / F_m, times ∂r_i/∂x_i / r_i = scale
-        coef = [ctx.scale * (grad[:, :, None] * (log_rel[:, :, d + 1:] + log_sigma[:, None, :k - d]).exp())
-                .sum(dim=(1, 2))[:, None] for d in range(k)]
-        poly = coef[-1].expand_as(r)
-        for c in reversed(coef[:-1]):
-            poly = torch.addcmul(c, r, poly, value=-1)
-        return r * poly, grad_w, None, None, None
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        index, v, r, log_sigma_v, log_sigma_r, log_ab = ctx.saved_tensors
+        to_scaled = ctx.half_log_c * torch.arange(v.shape[1] + 1, dtype=r.dtype, device=r.device)
+        grad_ab = torch.stack((grad, -grad), dim=1) * ctx.scale  # by log A and log B, times ∂s/∂x
+        out = _rest_grad(r, _weights(log_sigma_v, 1) + to_scaled, log_sigma_r - to_scaled, log_ab, grad_ab)
+        top = _top_grad(v, _weights(log_sigma_r, -1), log_ab, grad_ab)  # ∂/∂s_i = −∂/∂log v_i
+        return out.scatter_(1, index, torch.cat((-top, -ctx.scale * grad[:, None]), dim=1)), None, None
+
+
+def _weights(log_sigma: Tensor, offset: int) -> Tensor:
+    """log σ_j and log σ_{j+offset} (−inf outside 0..k): [N, k + 1] -> [N, 2, k + 1], the weights of
+    the other side's σ_j in A and B."""
+    none = torch.full_like(log_sigma[:, :1], -math.inf)
+    shifted = torch.cat((log_sigma[:, 1:], none) if offset == 1 else (none, log_sigma[:, :-1]), dim=1)
+    return torch.stack((log_sigma, shifted), dim=1)
+
+
+def _rest_grad(r: Tensor, log_w: Tensor, log_sigma: Tensor, log_f: Tensor, grad: Tensor) -> Tensor:
+    """Σ_m grad_m·∂log F_m/∂log r_i for F_m = Σ_j w_mj σ_j(r): r [N, n], log w [N, M, k + 1],
+    log σ(r) [N, k + 1], log F [N, M], grad [N, M] -> [N, n]. The coefficient of (−r_i)^d is
+    Σ_m grad_m Σ_{j>d} w_mj σ_{j−1−d} / F_m; the alternating terms are within binomial factors of k of the
+    result (as v <= 1 and r <= 1): at most 2^k ulp are lost, where k + 1 classes tie and the rest lie far
+    below, much less elsewhere."""
+    k = log_sigma.shape[1] - 1
+    lower = torch.arange(k + 1, device=r.device)[:, None] - 1 - torch.arange(k, device=r.device)  # j − 1 − d
+    terms = (log_w - log_f[:, :, None])[..., None] + log_sigma[:, None, lower.clamp(min=0)]
+    coef = (grad[:, :, None, None] * terms.masked_fill(lower < 0, -math.inf).exp()).sum(dim=(1, 2))
+    poly = coef[:, -1:].expand_as(r)
+    for d in range(k - 2, -1, -1):
+        poly = torch.addcmul(coef[:, d:d + 1], r, poly, value=-1)
+    return r * poly
+
+
+def _top_grad(v: Tensor, log_w: Tensor, log_f: Tensor, grad: Tensor) -> Tensor:
+    """Σ_m grad_m·∂log F_m/∂log v_i for F_m = Σ_j w_mj σ_j(v), from σ_{j−1}(v without v_i): v [N, k],
+    log w [N, M, k + 1], log F [N, M], grad [N, M] -> [N, k]."""
+    n, k = v.shape
+    index = torch.arange(k - 1, device=v.device)
+    index = index + (index >= torch.arange(k, device=v.device)[:, None])  # [k, k − 1]: all but i
+    log_sigma_without = _log_sigma(v[:, index].flatten(0, 1), k - 1).view(n, k, k)
+    log_rel = log_w[:, :, None, 1:] - log_f[:, :, None, None]  # [N, M, 1, k]
+    terms = log_rel + log_sigma_without[:, None] + v.log()[:, None, :, None]  # [N, M, i, j − 1]
+    return (grad[:, :, None, None] * terms.exp()).sum(dim=(1, 3))
 
 
 def _log_sigma(r: Tensor, k: int) -> Tensor:
     """log σ_j(r) for j = 0..k of items r >= 0: [N, n] -> [N, k + 1].
 
-    E_j(i) = E_j(i−1) + r_i·E_{j−1}(i−1) over prefixes: one cumulative sum per degree (only the total of
-    the last). Each degree is divided by its total σ_j / σ_{j−1} <= n, so that none overflows."""
-    ratios = []
+    E_j(i) = E_j(i−1) + r_i·E_{j−1}(i−1) over prefixes: one cumulative sum per degree (of the last, only
+    the total). Positive sums only; the caller keeps σ_j(r) within range."""
+    sigma = [r.new_ones(r.shape[0])]
     prefix = r
     for j in range(1, k + 1):
         terms = r if j == 1 else r[:, j - 1:] * prefix[:, :-1]
-        if j == k:
-            ratios.append(terms.sum(dim=1))
-        else:
+        if j < k:
             prefix = terms.cumsum(dim=1)
-            ratios.append(prefix[:, -1].clone())
-            prefix /= torch.where(ratios[-1] > 0, ratios[-1], 1.0)[:, None]
-    log_ratios = torch.stack(ratios, dim=1).log()
-    return torch.cat((torch.zeros_like(log_ratios[:, :1]), log_ratios), dim=1).cumsum(dim=1)
-
-
-def _elementary_symmetric(v: Tensor, k: int) -> Tensor:
-    """σ_j(v) for j = 0..k of a few items: [N, m] -> [N, k + 1], multiplying out Π_i (1 + v_i·t)."""
-    sigma = F.pad(torch.ones_like(v[:, :1]), (0, k))
-    for i in range(v.shape[1]):
-        sigma = sigma + F.pad(v[:, i:i + 1] * sigma[:, :-1], (1, 0))
-    return sigma
+            sigma.append(prefix[:, -1])
+        else:
+            sigma.append(terms.sum(dim=1))
+    return torch.stack(sigma, dim=1).log()
 
 
 def smooth_topk_loss(input: Tensor, target: Tensor, k: int, tau: float = 1.0, alpha: float = 1.0,
@@ -170,17 +196,14 @@ def _largest(x: Tensor, target: Tensor, k: int) -> tuple[Tensor, Tensor]:
 def _smooth(x: Tensor, index: Tensor, k: int, tau: float, alpha: float) -> Tensor:
     """Per-sample smooth top-k SVM loss: [N, C] -> [N], `index` from `_largest`."""
     scale = 1.0 / (k * tau)
-    picked = x.gather(1, index) * scale  # k largest others, then the label
-    shift = picked[:, k - 1:k].detach()  # c; the loss does not depend on it
-    if k > _FAST_MAX_K:
-        log_sigma = log_elementary_symmetric(_others(x * scale - shift, index[:, k]), k)
-        log_ratio = log_sigma[:, k] - log_sigma[:, k - 1]
+    if k <= _FAST_MAX_K:
+        margin = _Margin.apply(x, index, scale)
     else:
-        sigma_v = _elementary_symmetric((shift - picked[:, :k]).exp(), k)
-        w = torch.stack((sigma_v, F.pad(sigma_v[:, 1:], (0, 1))), dim=1)
-        log_a, log_b = _RestSums.apply(x, w, index, shift, scale).unbind(dim=1)
-        log_ratio = log_a - log_b
-    z = log_ratio + shift[:, 0] - picked[:, k] + alpha / tau
+        picked = x.gather(1, index) * scale
+        shift = picked[:, k - 1:k].detach()  # for float32 accuracy; the value does not depend on it
+        log_sigma = log_elementary_symmetric(_others(x * scale - shift, index[:, k]), k)
+        margin = log_sigma[:, k] - log_sigma[:, k - 1] + shift[:, 0] - picked[:, k]
+    z = margin + alpha / tau
     return tau * torch.logaddexp(z, torch.zeros_like(z))  # softplus, without its linear cut-off
 
 
