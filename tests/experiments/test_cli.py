@@ -54,6 +54,7 @@ def test_finetune_writes_a_complete_run_folder(tiny_data, tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["loss"]["m"] == 6 and config["config"]["batch_size"] == 50
     assert config["config"]["val_size"] == 0.1 and config["runtime"]["device"] == "cpu"  # wordnet default
+    assert config["runtime"]["argv"] == ["softtopk", *argv]
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
     summary = json.loads((out / "summary.json").read_text())
     row = json.loads((out / "results.json").read_text())[0]

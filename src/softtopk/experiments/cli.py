@@ -197,7 +197,8 @@ def _setup_single(args: argparse.Namespace) -> Job:
     device, group = _device(args.device)
     splits = load_data(spec)
     _threads(args.threads, args.command, device)
-    runtime = {"argv": sys.argv, "device": device, "processes": group.world, "torch": torch.__version__}
+    runtime = {"argv": ["softtopk", *args.argv], "device": device, "processes": group.world,
+               "torch": torch.__version__}
     trainer = Trainer(config, splits, out, device=device, group=group, progress=args.progress,
                       runtime=runtime)
 
@@ -236,6 +237,7 @@ def _setup_sweep(args: argparse.Namespace) -> Job:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         job = args.setup(args)
     except (ValueError, TypeError) as error:  # bad input, including softtopk's DataError

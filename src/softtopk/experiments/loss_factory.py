@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -32,9 +32,6 @@ class LossSpec:
     top1_mode: str = "sm"
     tau: float = 1.0
     alpha: float = 1.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def hyperparameters(self) -> dict:
         """The fields this method uses besides `method` and `p_k`."""

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .distributed import Group
 from .loss_factory import format_p_k
-from .protocols import data_spec, load_data, make_config
+from .protocols import data_spec, make_config
 from .report import markdown_table, plot_bars, plot_curves, write_csv
 from .runfiles import read_json, write_json, write_text
 from .splits import Splits
@@ -157,18 +157,12 @@ def run_sweep(sweep: Sweep, splits: Splits, out: Path, resume: bool = False, dev
     return write_report(out, [(out / "cells" / name, config) for config, name in cells])
 
 
-def run_sweep_file(sweep: Sweep, out: Path, resume: bool = False, **options) -> str:
-    """Load the sweep's data and run it (see `run_sweep`)."""
-    return run_sweep(sweep, load_data(sweep.data), out, resume=resume, **options)
-
-
 def result_row(config: TrainConfig, summary: dict) -> dict:
     """One run's line of the results table and CSV."""
     return {"method": config.loss.display_name, "p_k": format_p_k(config.loss.p_k),
             **config.loss.hyperparameters(), "lr": config.lr, "epochs": summary["epochs"],
-            "seed": config.seed,
-            "best_epoch": summary["best_epoch"], "top1": summary["test"].get("top1"),
-            "top5": summary["test"].get("top5")}
+            "seed": config.seed, "best_epoch": summary["best_epoch"],
+            "top1": summary["test"].get("top1"), "top5": summary["test"].get("top5")}
 
 
 def write_report(out: Path, runs: list[tuple[Path, TrainConfig]]) -> str:
@@ -184,8 +178,7 @@ def write_report(out: Path, runs: list[tuple[Path, TrainConfig]]) -> str:
         histories[label] = [json.loads(line) for line in (folder / LOG).read_text().splitlines()]
         bars[label] = summary["test"]
         methods[label] = config.loss.method
-    table = markdown_table([{key: value for key, value in row.items() if key not in ("best_epoch",)}
-                            for row in rows])
+    table = markdown_table([{k: v for k, v in row.items() if k != "best_epoch"} for row in rows])
     write_text(out / "results.md", table)
     write_csv(out / "results.csv", rows)
     write_json(out / "results.json", rows)
