@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from softtopk._checks import check_choice, check_index, check_positive_finite, check_scores
@@ -88,23 +89,27 @@ class _Margin(torch.autograd.Function):
         k = index.shape[1] - 1
         picked = x.gather(1, index) * scale
         c = picked[:, k - 1:k]
-        v = (c - picked[:, :k]).exp_()
+        log_v = c - picked[:, :k]
+        # σ of v (row 0) and of v without v_i (row 1 + i, where v_i is set to 0), for the backward
+        without = 1 - torch.eye(k + 1, k, dtype=x.dtype, device=x.device).roll(1, dims=0)
+        log_sigma_v = _log_sigma((log_v.exp()[:, None] * without).flatten(0, 1), k).view(-1, k + 1, k + 1)
         half_log_c = 0.5 * math.log(x.shape[1])
         r = (x * scale).sub_(c + half_log_c).scatter_(1, index, -math.inf).exp_()
-        log_sigma_v = _log_sigma(v, k)
-        log_sigma_r = _log_sigma(r, k) + half_log_c * torch.arange(k + 1, dtype=x.dtype, device=x.device)
-        log_ab = (_weights(log_sigma_v, 1) + log_sigma_r[:, None]).logsumexp(dim=2)  # log A, log B
-        ctx.save_for_backward(index, v, r, log_sigma_v, log_sigma_r, log_ab)
-        ctx.scale, ctx.half_log_c = scale, half_log_c
+        log_unscale = half_log_c * torch.arange(k + 1, dtype=x.dtype, device=x.device)  # log C^{j/2}
+        log_w = _weights(log_sigma_v[:, 0], 1) + log_unscale  # A and B as sums of σ_j(r·C^{-1/2})
+        log_sigma_r = _log_sigma(r, k)
+        log_ab = (log_w + log_sigma_r[:, None]).logsumexp(dim=2)
+        ctx.save_for_backward(index, r, log_v, log_sigma_v, log_w, log_sigma_r, log_unscale, log_ab)
+        ctx.scale = scale
         return log_ab[:, 0] - log_ab[:, 1] + c[:, 0] - picked[:, k]
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        index, v, r, log_sigma_v, log_sigma_r, log_ab = ctx.saved_tensors
-        to_scaled = ctx.half_log_c * torch.arange(v.shape[1] + 1, dtype=r.dtype, device=r.device)
+        index, r, log_v, log_sigma_v, log_w, log_sigma_r, log_unscale, log_ab = ctx.saved_tensors
         grad_ab = torch.stack((grad, -grad), dim=1) * ctx.scale  # by log A and log B, times ∂s/∂x
-        out = _rest_grad(r, _weights(log_sigma_v, 1) + to_scaled, log_sigma_r - to_scaled, log_ab, grad_ab)
-        top = _top_grad(v, _weights(log_sigma_r, -1), log_ab, grad_ab)  # ∂/∂s_i = −∂/∂log v_i
+        out = _rest_grad(r, log_w, log_sigma_r, log_ab, grad_ab)
+        log_w_v = _weights(log_sigma_r + log_unscale, -1)  # A and B as sums of σ_j(v)
+        top = _top_grad(log_v, log_sigma_v[:, 1:, :-1], log_w_v, log_ab, grad_ab)  # = −∂/∂s_i
         return out.scatter_(1, index, torch.cat((-top, -ctx.scale * grad[:, None]), dim=1)), None, None
 
 
@@ -118,46 +123,40 @@ def _weights(log_sigma: Tensor, offset: int) -> Tensor:
 
 def _rest_grad(r: Tensor, log_w: Tensor, log_sigma: Tensor, log_f: Tensor, grad: Tensor) -> Tensor:
     """Σ_m grad_m·∂log F_m/∂log r_i for F_m = Σ_j w_mj σ_j(r): r [N, n], log w [N, M, k + 1],
-    log σ(r) [N, k + 1], log F [N, M], grad [N, M] -> [N, n]. The coefficient of (−r_i)^d is
-    Σ_m grad_m Σ_{j>d} w_mj σ_{j−1−d} / F_m; the alternating terms are within binomial factors of k of the
-    result (as v <= 1 and r <= 1): at most 2^k ulp are lost, where k + 1 classes tie and the rest lie far
-    below, much less elsewhere."""
+    log σ(r) [N, k + 1], log F [N, M], grad [N, M] -> [N, n].
+
+    The coefficient of (−r_i)^d is c_d = Σ_j a_{j+d+1} σ_j with a_j = Σ_m grad_m w_mj / F_m. The alternating
+    terms are within binomial factors of k of the result (as v <= 1 and r <= 1): at most 2^k ulp are lost,
+    where k + 1 classes tie and the rest lie far below, much less elsewhere."""
     k = log_sigma.shape[1] - 1
-    lower = torch.arange(k + 1, device=r.device)[:, None] - 1 - torch.arange(k, device=r.device)  # j − 1 − d
-    terms = (log_w - log_f[:, :, None])[..., None] + log_sigma[:, None, lower.clamp(min=0)]
-    coef = (grad[:, :, None, None] * terms.masked_fill(lower < 0, -math.inf).exp()).sum(dim=(1, 2))
-    poly = coef[:, -1:].expand_as(r)
+    a = (grad[:, :, None] * (log_w[:, :, 1:] - log_f[:, :, None]).exp()).sum(dim=1)  # a_1..a_k: [N, k]
+    windows = F.pad(a, (0, k - 1)).unfold(1, k, 1)  # [N, d, j] = a_{j+d+1}
+    coef = (windows * log_sigma[:, None, :k].exp()).sum(dim=2)
+    poly = coef[:, -1:].repeat(1, r.shape[1])
     for d in range(k - 2, -1, -1):
-        poly = torch.addcmul(coef[:, d:d + 1], r, poly, value=-1)
-    return r * poly
+        torch.addcmul(coef[:, d:d + 1], r, poly, value=-1, out=poly)
+    return poly.mul_(r)
 
 
-def _top_grad(v: Tensor, log_w: Tensor, log_f: Tensor, grad: Tensor) -> Tensor:
-    """Σ_m grad_m·∂log F_m/∂log v_i for F_m = Σ_j w_mj σ_j(v), from σ_{j−1}(v without v_i): v [N, k],
-    log w [N, M, k + 1], log F [N, M], grad [N, M] -> [N, k]."""
-    n, k = v.shape
-    index = torch.arange(k - 1, device=v.device)
-    index = index + (index >= torch.arange(k, device=v.device)[:, None])  # [k, k − 1]: all but i
-    log_sigma_without = _log_sigma(v[:, index].flatten(0, 1), k - 1).view(n, k, k)
+def _top_grad(log_v: Tensor, log_sigma_without: Tensor, log_w: Tensor, log_f: Tensor, grad: Tensor) -> Tensor:
+    """Σ_m grad_m·∂log F_m/∂log v_i for F_m = Σ_j w_mj σ_j(v), from σ_{j−1}(v without v_i): log v [N, k],
+    log σ_j(v without v_i) [N, k (i), k (j)], log w [N, M, k + 1], log F [N, M], grad [N, M] -> [N, k]."""
     log_rel = log_w[:, :, None, 1:] - log_f[:, :, None, None]  # [N, M, 1, k]
-    terms = log_rel + log_sigma_without[:, None] + v.log()[:, None, :, None]  # [N, M, i, j − 1]
+    terms = log_rel + log_sigma_without[:, None] + log_v[:, None, :, None]  # [N, M, i, j − 1]
     return (grad[:, :, None, None] * terms.exp()).sum(dim=(1, 3))
 
 
 def _log_sigma(r: Tensor, k: int) -> Tensor:
     """log σ_j(r) for j = 0..k of items r >= 0: [N, n] -> [N, k + 1].
 
-    E_j(i) = E_j(i−1) + r_i·E_{j−1}(i−1) over prefixes: one cumulative sum per degree (of the last, only
-    the total). Positive sums only; the caller keeps σ_j(r) within range."""
-    sigma = [r.new_ones(r.shape[0])]
-    prefix = r
-    for j in range(1, k + 1):
-        terms = r if j == 1 else r[:, j - 1:] * prefix[:, :-1]
-        if j < k:
-            prefix = terms.cumsum(dim=1)
-            sigma.append(prefix[:, -1])
-        else:
-            sigma.append(terms.sum(dim=1))
+    E_j(i) = E_j(i−1) + r_i·E_{j−1}(i−1) over prefixes: σ_j is the sum of the terms r_i·E_{j−1}(i−1), and
+    E_j their cumulative sum, computed in place. Positive sums only; the caller keeps σ_j within range."""
+    sigma = [r.new_ones(r.shape[0]), r.sum(dim=1)]
+    terms = r
+    for j in range(2, k + 1):
+        prefix = terms.cumsum(dim=1) if j == 2 else terms.cumsum_(dim=1)  # E_{j−1}(i), i >= j − 1; r stays
+        terms = prefix[:, :-1].mul_(r[:, j - 1:])
+        sigma.append(terms.sum(dim=1))
     return torch.stack(sigma, dim=1).log()
 
 
