@@ -134,6 +134,19 @@ def test_fast_path_matches_exact_path(k: int, monkeypatch) -> None:
     assert (results["fast32"][1] - grad).abs().max() <= 1e-4 * grad.abs().max()
 
 
+@pytest.mark.parametrize("c", [1000, 200_000])
+def test_many_equal_classes_in_float32(c: int) -> None:
+    """σ_10 of 2e5 equal items is ~1e46: beyond float32, unless the items are scaled as they are."""
+    k, tau, alpha = 10, 0.5, 1.0
+    x = torch.zeros(2, c, requires_grad=True)
+    loss = smooth_topk_loss(x, torch.tensor([0, c - 1]), k, tau, alpha, "none")
+    loss.sum().backward()
+    z = math.log((c - k) / k) + alpha / tau  # log σ_k − log σ_{k−1} of C − 1 ones
+    torch.testing.assert_close(loss, torch.full((2,), tau * math.log1p(math.exp(z))), rtol=1e-5, atol=0)
+    assert torch.isfinite(x.grad).all()
+    torch.testing.assert_close(x.grad.sum(dim=1), torch.zeros(2), atol=1e-5, rtol=0)  # shift invariance
+
+
 @pytest.mark.parametrize("k,tau,alpha", [(1, 1.0, 1.0), (2, 0.5, 0.0), (3, 0.1, 2.5), (6, 2.0, 1.0)])
 def test_smooth_loss_and_gradient_match_subset_enumeration(k: int, tau: float, alpha: float,
                                                             path: str) -> None:

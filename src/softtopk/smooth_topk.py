@@ -114,8 +114,8 @@ class _Margin(torch.autograd.Function):
 
 
 def _weights(log_sigma: Tensor, offset: int) -> Tensor:
-    """log σ_j and log σ_{j+offset} (−inf outside 0..k): [N, k + 1] -> [N, 2, k + 1], the weights of
-    the other side's σ_j in A and B."""
+    """log σ_j and log σ_{j+offset} (−inf outside 0..k): [N, k + 1] -> [N, 2, k + 1]. From σ(v) with offset 1,
+    the weights of σ_j(r) in A and B; from σ(r) with offset −1, those of σ_j(v)."""
     none = torch.full_like(log_sigma[:, :1], -math.inf)
     shifted = torch.cat((log_sigma[:, 1:], none) if offset == 1 else (none, log_sigma[:, :-1]), dim=1)
     return torch.stack((log_sigma, shifted), dim=1)
