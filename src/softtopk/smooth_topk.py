@@ -31,6 +31,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from softtopk._checks import check_choice, check_index, check_positive_finite, check_scores
 
@@ -104,6 +105,7 @@ class _Margin(torch.autograd.Function):
         return log_ab[:, 0] - log_ab[:, 1] + c[:, 0] - picked[:, k]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         index, r, log_v, log_sigma_v, log_w, log_sigma_r, log_unscale, log_ab = ctx.saved_tensors
         grad_ab = torch.stack((grad, -grad), dim=1) * ctx.scale  # by log A and log B, times ∂s/∂x
