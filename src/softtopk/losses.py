@@ -134,7 +134,7 @@ def _per_sample_loss(logits: Tensor, target: Tensor, cfg: _Config) -> Tensor:
         label = target
     log_softmax_y = None
     if cfg.top1_mode != "sort":
-        log_softmax_y = scores.gather(1, label.unsqueeze(1)).squeeze(1) - scores.logsumexp(dim=1)
+        log_softmax_y = -F.cross_entropy(scores, label, reduction="none")
     if any(cfg.rank_weights):
         _, item_ranks = relaxation(cfg.method, cfg.beta, cfg.distribution, cfg.art_lambda)
         ranks = item_ranks(scores.contiguous(), label, k)
