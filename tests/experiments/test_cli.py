@@ -5,41 +5,10 @@ import json
 import pytest
 import torch
 
-from softtopk.experiments import cli
 from softtopk.experiments.cli import main
-from softtopk.experiments.splits import Splits
 
 
-def _tiny(spec: dict) -> Splits:
-    """Stands in for every loader: Gaussian clusters as features, or random uint8 images."""
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(360) % 8
-    if spec["name"] in ("glyphs", "cifar100"):
-        x = torch.randint(0, 256, (360, 1, 8, 8), generator=g, dtype=torch.uint8)
-    else:
-        x = 2 * torch.randn(8, 6, generator=g)[y] + torch.randn(360, 6, generator=g)
-    return Splits(x[:300], y[:300], x[300:], y[300:], 8)
-
-
-@pytest.fixture
-def tiny_data(monkeypatch):
-    monkeypatch.setattr(cli, "load_data", _tiny)
-
-
-def _fails(capsys, argv, pattern):
-    """The command exits with status 2 and one line on stderr matching `pattern`."""
-    try:
-        code = main(argv)
-    except SystemExit as exit:  # argparse's own errors
-        code = exit.code
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert pattern in err, err
-    return err
-
-
-def test_finetune_writes_a_complete_run_folder(tiny_data, tmp_path, capsys):
+def test_finetune_writes_a_complete_run_folder(tiny_data, tmp_path, capsys, fails):
     out = tmp_path / "run"
     argv = ["finetune", "--method", "bitonic", "--p-k", ".5,0,0,0,.5", "--top-m", "6", "--epochs", "2",
             "--lr", "0.05", "--batch-size", "50", "--out", str(out), "--no-progress"]
@@ -60,14 +29,14 @@ def test_finetune_writes_a_complete_run_folder(tiny_data, tmp_path, capsys):
     row = json.loads((out / "results.json").read_text())[0]
     assert row["top1"] == summary["test"]["top1"] and row["method"] == "Bitonic DSN"
     # a finished run is not overwritten, but can be resumed (nothing left to do) ...
-    _fails(capsys, argv, "already holds a run; pass --resume")
+    fails(argv, "already holds a run; pass --resume")
     assert main([*argv, "--resume"]) == 0
     # ... or extended, and a different configuration is refused
     longer = [("3" if arg == "2" else arg) for arg in argv]
     assert main([*longer, "--resume"]) == 0
     assert len((out / "log.jsonl").read_text().splitlines()) == 3
     before = (out / "config.json").read_text()
-    _fails(capsys, [*argv, "--resume", "--seed", "1"], "was started with a different configuration (seed: 0")
+    fails([*argv, "--resume", "--seed", "1"], "was started with a different configuration (seed: 0")
     assert (out / "config.json").read_text() == before
 
 
@@ -100,14 +69,14 @@ def test_train_on_tiny_images(tiny_data, tmp_path, capsys):
     (["finetune", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     (["finetune", "--threads", "0"], "argument --threads: must be a whole number >= 1, got '0'"),
 ])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_data, tmp_path, capsys, argv, message):
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_data, tmp_path, argv, message, fails):
     out = tmp_path / "run"
-    _fails(capsys, [*argv, "--out", str(out)], message)
+    fails([*argv, "--out", str(out)], message)
     assert not out.exists()
 
 
-def test_finetune_on_an_embedding_file(tmp_path, capsys):
-    splits = _tiny({"name": "embeddings"})
+def test_finetune_on_an_embedding_file(tmp_path, capsys, tiny_splits):
+    splits = tiny_splits({"name": "embeddings"})
     path = tmp_path / "emb.pt"
     torch.save({"train_embeddings": splits.train_x.half(), "train_labels": splits.train_y,
                 "test_embeddings": splits.test_x.half(), "test_labels": splits.test_y}, path)
@@ -127,19 +96,19 @@ def test_finetune_on_an_embedding_file(tmp_path, capsys):
     ({"train_embeddings": torch.zeros(3, 2), "train_labels": torch.zeros(3, dtype=torch.long),
       "test_embeddings": torch.zeros(2, 5), "test_labels": torch.zeros(2, dtype=torch.long)}, "dimensions"),
 ])
-def test_missing_or_malformed_data_files_exit_2(tmp_path, capsys, content, message):
+def test_missing_or_malformed_data_files_exit_2(tmp_path, capsys, content, message, fails):
     path = tmp_path / "emb.pt"
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None:
         torch.save(content, path)
-    _fails(capsys, ["finetune", "--data", str(path), "--out", str(tmp_path / "run")], message)
+    fails(["finetune", "--data", str(path), "--out", str(tmp_path / "run")], message)
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
-def test_cuda_without_a_gpu_is_a_clear_error(tiny_data, tmp_path, capsys):
-    _fails(capsys, ["finetune", "--device", "cuda", "--out", str(tmp_path / "r")],
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_data, tmp_path, capsys, fails):
+    fails(["finetune", "--device", "cuda", "--out", str(tmp_path / "r")],
            "no CUDA device is available")
 
 
@@ -157,7 +126,7 @@ def test_help_states_the_per_data_set_defaults(capsys):
     assert "cifar100: epochs 200, batch 128, lr 0.001" in text
 
 
-def test_a_folder_without_cifar100_exits_2(tmp_path, capsys):
+def test_a_folder_without_cifar100_exits_2(tmp_path, capsys, fails):
     argv = ["train", "--data", "cifar100", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")]
-    _fails(capsys, argv, "CIFAR-100 file")
+    fails(argv, "CIFAR-100 file")
     assert not (tmp_path / "run").exists()

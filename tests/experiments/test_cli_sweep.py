@@ -4,12 +4,10 @@ import csv
 import json
 
 import pytest
-import torch
 
-from softtopk.experiments import cli, sweep
+from softtopk.experiments import sweep
 from softtopk.experiments.cli import main
 from softtopk.experiments.report import markdown_table
-from softtopk.experiments.splits import Splits
 from softtopk.experiments.sweep import load_sweep
 
 GRID = """
@@ -32,25 +30,7 @@ m = 6
 """
 
 
-def _tiny(spec: dict) -> Splits:
-    g = torch.Generator().manual_seed(1)
-    y = torch.arange(360) % 8
-    x = 2 * torch.randn(8, 6, generator=g)[y] + torch.randn(360, 6, generator=g)
-    return Splits(x[:300], y[:300], x[300:], y[300:], 8)
-
-
-@pytest.fixture
-def tiny_data(monkeypatch):
-    monkeypatch.setattr(cli, "load_data", _tiny)
-
-
-def _exit_2(capsys, argv, pattern):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and pattern in err, err
-
-
-def test_sweep_writes_the_table_and_resumes(tiny_data, tmp_path, capsys, monkeypatch):
+def test_sweep_writes_the_table_and_resumes(tiny_data, tmp_path, capsys, monkeypatch, fails):
     config, out = tmp_path / "grid.toml", tmp_path / "sweep"
     config.write_text(GRID)
     argv = ["sweep", str(config), "--out", str(out), "--no-progress"]
@@ -73,7 +53,7 @@ def test_sweep_writes_the_table_and_resumes(tiny_data, tmp_path, capsys, monkeyp
     assert all((out / "cells" / c / "summary.json").exists() for c in cells)
 
     # rerunning needs --resume; then finished cells are skipped and an unfinished one is completed
-    _exit_2(capsys, argv, "already holds a sweep; pass --resume")
+    fails(argv, "already holds a sweep; pass --resume")
     (out / "cells" / cells[3] / "summary.json").unlink()
     ran = []
     run = sweep.Trainer.run
@@ -89,7 +69,7 @@ def test_sweep_writes_the_table_and_resumes(tiny_data, tmp_path, capsys, monkeyp
 
     # a changed grid does not mix with the old one
     config.write_text(GRID.replace("m = 6", "m = 7"))
-    _exit_2(capsys, [*argv, "--resume"], "holds a different sweep")
+    fails([*argv, "--resume"], "holds a different sweep")
 
 
 def test_demo_runs_the_shipped_grid(tiny_data, tmp_path, capsys):
@@ -116,15 +96,15 @@ def test_demo_runs_the_shipped_grid(tiny_data, tmp_path, capsys):
      "lr must be of type float"),
     ("command = 'train'\n[[grid]]\nmethod = 'softmax'\nhidden = 3\n", "hidden is an option of finetune"),
 ])
-def test_bad_sweep_files_exit_2(tiny_data, tmp_path, capsys, text, message):
+def test_bad_sweep_files_exit_2(tiny_data, tmp_path, capsys, text, message, fails):
     config = tmp_path / "bad.toml"
     config.write_text(text)
-    _exit_2(capsys, ["sweep", str(config), "--out", str(tmp_path / "out")], message)
+    fails(["sweep", str(config), "--out", str(tmp_path / "out")], message)
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_sweep_file_exits_2(tmp_path, capsys):
-    _exit_2(capsys, ["sweep", str(tmp_path / "nope.toml")], "does not exist")
+def test_missing_sweep_file_exits_2(tmp_path, capsys, fails):
+    fails(["sweep", str(tmp_path / "nope.toml")], "does not exist")
 
 
 def test_shipped_grids_are_the_papers():

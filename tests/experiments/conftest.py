@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from softtopk.experiments import cli
+from softtopk.experiments.splits import Splits
+
+
+def _tiny(spec: dict) -> Splits:
+    """Stands in for every loader: Gaussian clusters as features, or random uint8 images."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(360) % 8
+    if spec["name"] in ("glyphs", "cifar100"):
+        x = torch.randint(0, 256, (360, 1, 8, 8), generator=g, dtype=torch.uint8)
+    else:
+        x = 2 * torch.randn(8, 6, generator=g)[y] + torch.randn(360, 6, generator=g)
+    return Splits(x[:300], y[:300], x[300:], y[300:], 8)
+
+
+@pytest.fixture
+def tiny_splits():
+    """The stand-in loader itself: `tiny_splits({"name": ...}) -> Splits`."""
+    return _tiny
+
+
+@pytest.fixture
+def tiny_data(monkeypatch):
+    monkeypatch.setattr(cli, "load_data", _tiny)
+
+
+@pytest.fixture
+def fails(capsys):
+    """`fails(argv, pattern)`: the command exits with status 2 and one line on stderr matching `pattern`."""
+
+    def check(argv, pattern):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exit:  # argparse's own errors
+            code = exit.code
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert pattern in err, err
+        return err
+
+    return check
