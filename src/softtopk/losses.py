@@ -9,7 +9,7 @@ with P the rank probabilities of a ranking relaxation; only the true class's row
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +29,8 @@ _LOG_EPS = 1e-7  # the log is taken of p * (1 - 2 eps) + eps, so that p = 0 give
 @dataclass(frozen=True)
 class _Config:
     """Validated hyper-parameters of the loss. `rank_weights[r]` weighs P[r, y] (the P_K(1) part
-    is left out in the 'sm' and 'smce' modes, where softmax supplies it)."""
+    is left out in the 'sm' and 'smce' modes, where softmax supplies it); `item_ranks` is the
+    relaxation's fast path, bound to its parameters once."""
 
     p_k: tuple[float, ...]
     rank_weights: tuple[float, ...]
@@ -39,6 +40,7 @@ class _Config:
     distribution: str
     art_lambda: float
     top1_mode: str
+    item_ranks: Callable[[Tensor, Tensor, int], Tensor] | None
 
 
 def _check_p_k(p_k: Sequence[float] | Tensor) -> tuple[float, ...]:
@@ -77,9 +79,10 @@ def make_config(
             raise ValueError(
                 f"method='softmax' is plain cross-entropy and needs p_k = [1, 0, ...], got {list(p_k)}"
             )
-        beta = 1.0
+        beta, item_ranks = 1.0, None
     else:
         beta = check_relaxation(method, inverse_temperature, distribution, art_lambda)
+        item_ranks = relaxation(method, beta, distribution, art_lambda)[1]
     if m is not None:
         if isinstance(m, bool) or not isinstance(m, int):
             raise TypeError(f"m must be an int or None, got {type(m).__name__}")
@@ -88,7 +91,7 @@ def make_config(
     tail = [sum(p_k[r:]) for r in range(len(p_k))]  # w_r = P(K >= r + 1)
     if top1_mode != "sort":
         tail[0] = tail[1] if len(p_k) > 1 else 0.0
-    return _Config(p_k, tuple(tail), method, beta, m, distribution, float(art_lambda), top1_mode)
+    return _Config(p_k, tuple(tail), method, beta, m, distribution, float(art_lambda), top1_mode, item_ranks)
 
 
 def _flatten(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -136,8 +139,7 @@ def _per_sample_loss(logits: Tensor, target: Tensor, cfg: _Config) -> Tensor:
     if cfg.top1_mode != "sort":
         log_softmax_y = -F.cross_entropy(scores, label, reduction="none")
     if any(cfg.rank_weights):
-        _, item_ranks = relaxation(cfg.method, cfg.beta, cfg.distribution, cfg.art_lambda)
-        ranks = item_ranks(scores.contiguous(), label, k)
+        ranks = cfg.item_ranks(scores.contiguous(), label, k)
         weights = torch.tensor(cfg.rank_weights, dtype=scores.dtype, device=scores.device)
         p = (ranks * weights).sum(dim=1)
     else:
