@@ -60,3 +60,15 @@ def check_index(index: object, batch_shape: torch.Size, n: int, name: str = "ind
         raise ValueError(f"{name} values must lie in [0, {n}), got range "
                          f"[{int(index.min())}, {int(index.max())}]")
     return index
+
+
+def check_target_range(target: torch.Tensor, valid: torch.Tensor, classes: int, ignore_index: int) -> None:
+    """Class indices in [0, classes) wherever `valid`. A ValueError on the CPU; elsewhere, and under
+    torch.compile, a device-side assertion (as `cross_entropy` makes), so that nothing waits for the
+    device."""
+    bad = valid & ((target < 0) | (target >= classes))
+    message = f"target values must lie in [0, {classes}) or equal ignore_index = {ignore_index}"
+    if torch.compiler.is_compiling() or target.device.type != "cpu":
+        torch._assert_async(~bad.any(), message)
+    elif bool(bad.any()):
+        raise ValueError(message)

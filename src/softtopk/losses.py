@@ -1,9 +1,10 @@
 """The top-k cross-entropy loss of Petersen et al. (ICML 2022) over a distribution P_K of k.
 
-    loss(s, y) = -log( sum_k P_K(k) sum_{r <= k} P[r, y] ) = -log( sum_r w_r P[r, y] ),
+    L(s, y) = -log( sum_k P_K(k) sum_{r <= k} P[r, y] ) = -log( sum_r w_r P[r, y] ),
     w_r = sum_{k >= r} P_K(k),
 
-with P the rank probabilities of a ranking relaxation; only the true class's row is computed.
+with P the rank probabilities of a ranking relaxation; only the rows of the target classes are
+computed. Targets are class indices, class probabilities or multi-label sets (see `targets.py`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import torch.nn.functional as F
 
 from ._checks import check_choice, check_scores
 from .ranking import METHODS, check_relaxation, compute_dtype, relaxation
+from .targets import Targets, index_targets, multilabel_targets, probability_targets
 
 Tensor = torch.Tensor
 
 LOSS_METHODS = ("softmax", *METHODS)
 TOP1_MODES = ("sm", "smce", "sort")
 REDUCTIONS = ("mean", "sum", "none")
-_LOG_EPS = 1e-7  # the log is taken of p * (1 - 2 eps) + eps, so that p = 0 gives a finite loss
+DEFAULT_EPS = 1e-7  # the original's: the log is taken of p * (1 - 2 eps) + eps
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,9 @@ class _Config:
     distribution: str
     art_lambda: float
     top1_mode: str
-    item_ranks: Callable[[Tensor, Tensor, int], Tensor] | None
+    item_ranks: Callable[..., Tensor] | None
+    eps: float = DEFAULT_EPS
+    label_smoothing: float = 0.0
 
 
 def _check_p_k(p_k: Sequence[float] | Tensor) -> tuple[float, ...]:
@@ -61,6 +65,20 @@ def _check_p_k(p_k: Sequence[float] | Tensor) -> tuple[float, ...]:
     return values
 
 
+def _check_fraction(value: object, name: str, upper: float, closed: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not (0 <= value <= upper if closed else 0 <= value < upper):
+        raise ValueError(f"{name} must lie in [0, {upper}{']' if closed else ')'}, got {value}")
+    return float(value)
+
+
+def check_ignore_index(ignore_index: object) -> int:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
+    return ignore_index
+
+
 def make_config(
     p_k: Sequence[float] | Tensor,
     method: str,
@@ -69,11 +87,15 @@ def make_config(
     distribution: str,
     art_lambda: float,
     top1_mode: str,
+    eps: float = DEFAULT_EPS,
+    label_smoothing: float = 0.0,
 ) -> _Config:
     """Validate the loss's hyper-parameters once."""
     p_k = _check_p_k(p_k)
     check_choice(method, "method", LOSS_METHODS)
     check_choice(top1_mode, "top1_mode", TOP1_MODES)
+    eps = _check_fraction(eps, "eps", 0.5, closed=False)
+    label_smoothing = _check_fraction(label_smoothing, "label_smoothing", 1.0, closed=True)
     if method == "softmax":
         if p_k[0] < 1 - 1e-4:
             raise ValueError(
@@ -91,65 +113,105 @@ def make_config(
     tail = [sum(p_k[r:]) for r in range(len(p_k))]  # w_r = P(K >= r + 1)
     if top1_mode != "sort":
         tail[0] = tail[1] if len(p_k) > 1 else 0.0
-    return _Config(p_k, tuple(tail), method, beta, m, distribution, float(art_lambda), top1_mode, item_ranks)
+    return _Config(p_k, tuple(tail), method, beta, m, distribution, float(art_lambda), top1_mode, item_ranks,
+                   eps, label_smoothing)
 
 
-def _flatten(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Class dimension last, one row per prediction: `[M, C]` logits and `[M]` targets."""
+def _flatten(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """Class dimension last, one row per prediction: `[M, C]` logits, the target as `[M]` class
+    indices or `[M, C]` probabilities or booleans, and the shape of per-prediction results."""
     check_scores(input, "input")
     if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor of class indices, got {type(target).__name__}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target must hold integer class indices (e.g. int64), got dtype {target.dtype}")
-    if input.dim() == 1:
-        expected = ()
-    else:
-        expected = (input.shape[0], *input.shape[2:])
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.is_complex():
+        raise TypeError(f"target must hold class indices, probabilities or booleans, got {target.dtype}")
+    class_dim = 0 if input.dim() == 1 else 1
+    per_prediction = tuple(s for d, s in enumerate(input.shape) if d != class_dim)
+    dense = target.is_floating_point() or target.dtype == torch.bool
+    expected = tuple(input.shape) if dense else per_prediction
     if tuple(target.shape) != expected:
-        raise ValueError(f"target must have shape {expected} for input of shape {tuple(input.shape)} "
-                         f"(classes in dimension {0 if input.dim() == 1 else 1}), got {tuple(target.shape)}")
+        kind = "probabilities or booleans" if dense else "class indices"
+        raise ValueError(f"target of {kind} must have shape {expected} for input of shape "
+                         f"{tuple(input.shape)} (classes in dimension {class_dim}), "
+                         f"got {tuple(target.shape)}")
+    classes = input.shape[class_dim]
     if input.dim() > 2:
         input = input.movedim(1, -1)
-    classes = input.shape[-1]
-    return input.reshape(-1, classes), target.reshape(-1)
+        target = target.movedim(1, -1) if dense else target
+    flat = target.reshape(-1, classes) if dense else target.reshape(-1)
+    return input.reshape(-1, classes), flat, per_prediction
 
 
-def _preselect(logits: Tensor, target: Tensor, m: int) -> Tensor:
-    """Logits of the true class followed by the m-1 highest other classes, descending.  -> [M, m]"""
+def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
+    """Logits of the J target classes followed by the m-J highest other classes, descending.
+    [M, C], [M, J] -> [M, m]"""
+    j = classes.shape[1]
     with torch.no_grad():
-        top = logits.topk(m, dim=1).indices
-        # Column j of the others is column j of top, or j + 1 once the true class has been passed.
-        passed = (top[:, : m - 1] == target.unsqueeze(1)).cumsum(dim=1)
-        others = top.gather(1, passed + torch.arange(m - 1, device=top.device))
-        kept = torch.cat([target.unsqueeze(1), others], dim=1)
+        if j == 1:
+            top = logits.topk(m, dim=1).indices
+            # Column i of the others is column i of top, or i + 1 once the true class has been passed.
+            passed = (top[:, : m - 1] == classes).cumsum(dim=1)
+            others = top.gather(1, passed + torch.arange(m - 1, device=top.device))
+        else:
+            others = logits.scatter(1, classes, -torch.inf).topk(m - j, dim=1).indices
+        kept = torch.cat([classes, others], dim=1)
     return logits.gather(1, kept)
 
 
-def _per_sample_loss(logits: Tensor, target: Tensor, cfg: _Config) -> Tensor:
-    """`[M, C]` logits, `[M]` valid targets -> `[M]` losses in the compute dtype."""
+def _log_softmax_at(scores: Tensor, label: Tensor) -> Tensor:
+    """log softmax(scores)[label] `[M, J]`; one label per row goes through `cross_entropy`, whose
+    fused backward compiles correctly where a gather's scatter did not."""
+    if label.shape[1] == 1:
+        return -F.cross_entropy(scores, label[:, 0], reduction="none")[:, None]
+    return scores.gather(1, label) - scores.logsumexp(1, keepdim=True)
+
+
+def _constant(values: Sequence[float], like: Tensor) -> Tensor:
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
+
+
+def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
+    """L(s, c) for the classes `[M, J]` of each row of logits `[M, C]` -> `[M, J]` in the compute
+    dtype; +inf where the class's logit is -inf."""
     k = len(cfg.p_k)
     if logits.shape[1] < k:
         raise ValueError(f"p_k has K = {k} entries but the input has only C = {logits.shape[1]} classes")
+    j = classes.shape[1]
     scores = logits.to(compute_dtype(logits.dtype))
     if cfg.m is not None and cfg.m < scores.shape[1]:
-        scores, label = _preselect(scores, target, cfg.m), torch.zeros_like(target)
+        if j >= cfg.m:
+            raise ValueError(f"m = {cfg.m} must exceed the number of target classes of every row, got {j}")
+        scores = _preselect(scores, classes, cfg.m)
+        label = torch.arange(j, device=classes.device).expand_as(classes)
     else:
-        label = target
-    log_softmax_y = None
-    if cfg.top1_mode != "sort":
-        log_softmax_y = -F.cross_entropy(scores, label, reduction="none")
-    if any(cfg.rank_weights):
-        ranks = cfg.item_ranks(scores.contiguous(), label, k)
-        weights = torch.tensor(cfg.rank_weights, dtype=scores.dtype, device=scores.device)
-        p = (ranks * weights).sum(dim=1)
+        label = classes
+    if cfg.method == "softmax":
+        return -_log_softmax_at(scores, label)
+    log_softmax = None if cfg.top1_mode == "sort" else _log_softmax_at(scores, label)
+    p1 = cfg.p_k[0]
+    masked = scores.gather(1, label) == -torch.inf
+    if cfg.top1_mode == "smce" and p1 >= 1:
+        return -log_softmax
+    log_space = cfg.eps == 0
+    ranks = cfg.item_ranks(scores.contiguous(), label, k, log=log_space) if any(cfg.rank_weights) else None
+    if log_space:
+        terms = [] if ranks is None else [ranks + _constant([math.log(w) if w > 0 else -math.inf
+                                                             for w in cfg.rank_weights], ranks)]
+        if cfg.top1_mode == "sm" and p1 > 0:
+            terms.append(log_softmax[..., None] + math.log(p1))
+        # A masked target has no finite term: it gets +inf below, with zero gradient.
+        loss = -torch.cat(terms, dim=-1).masked_fill(masked[..., None], 0.0).logsumexp(-1)
     else:
-        p = torch.zeros_like(scores[:, 0])
-    if cfg.top1_mode == "sm":
-        p = p + cfg.p_k[0] * log_softmax_y.exp()
-    loss = -torch.log(p * (1 - 2 * _LOG_EPS) + _LOG_EPS)
+        if ranks is None:
+            p = torch.zeros_like(scores[:, :1])
+        else:
+            p = (ranks * _constant(cfg.rank_weights, ranks)).sum(-1)
+        if cfg.top1_mode == "sm":
+            p = p + p1 * log_softmax.exp()
+        loss = -torch.log(p * (1 - 2 * cfg.eps) + cfg.eps)
     if cfg.top1_mode == "smce":
-        loss = cfg.p_k[0] * -log_softmax_y + (1 - cfg.p_k[0]) * loss
-    return loss
+        loss = p1 * -log_softmax + (1 - p1) * loss
+    return loss.masked_fill(masked, torch.inf)
 
 
 def _check_weight(weight: Tensor | None, classes: int | None = None) -> None:
@@ -161,31 +223,55 @@ def _check_weight(weight: Tensor | None, classes: int | None = None) -> None:
         raise ValueError(f"weight must have one entry per class, C = {classes}, got {weight.shape[0]}")
 
 
+def _smoothing_term(logits: Tensor, weight: Tensor | None) -> Tensor:
+    """H(u, softmax(s)) = -(1/C) sum_c weight_c log softmax(s)_c, the label-smoothing term.  [M, C] -> [M]"""
+    scores = logits.to(compute_dtype(logits.dtype))
+    if weight is None:
+        return scores.logsumexp(1) - scores.mean(1)
+    w = weight.to(scores.dtype)
+    return (scores.logsumexp(1) * w.sum() - scores @ w) / scores.shape[1]
+
+
+def _targets(logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int) -> Targets:
+    dtype = compute_dtype(logits.dtype)
+    if target.dtype == torch.bool:
+        return multilabel_targets(target, logits.to(dtype), weight)
+    if target.is_floating_point():
+        return probability_targets(target, logits.to(dtype), weight)
+    return index_targets(target, logits.shape[1], weight, ignore_index, dtype)
+
+
+def _reduce(rows: Tensor, mean_weight: Tensor, reduction: str, shape: tuple[int, ...]) -> Tensor:
+    if reduction == "none":
+        return rows.reshape(shape)
+    total = rows.sum()
+    if reduction == "sum":
+        return total
+    # No counted row: NaN, as cross-entropy gives, but with a zero gradient rather than NaN.
+    count = mean_weight.sum()
+    return torch.where(count > 0, total / torch.where(count > 0, count, 1), torch.nan)
+
+
 def topk_loss(
     input: Tensor, target: Tensor, cfg: _Config, weight: Tensor | None, ignore_index: int, reduction: str
 ) -> Tensor:
     """The loss for a validated configuration; see `topk_cross_entropy`."""
     check_choice(reduction, "reduction", REDUCTIONS)
-    if cfg.method == "softmax":
-        return F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index, reduction=reduction)
-    logits, flat_target = _flatten(input, target)
-    classes = logits.shape[1]
-    _check_weight(weight, classes)
-    valid = flat_target != ignore_index
-    if bool((valid & ((flat_target < 0) | (flat_target >= classes))).any()):
-        raise ValueError(f"target values must lie in [0, {classes}) or equal ignore_index = {ignore_index}")
-    safe_target = torch.where(valid, flat_target, 0)
+    check_ignore_index(ignore_index)
+    logits, flat_target, shape = _flatten(input, target)
+    _check_weight(weight, logits.shape[1])
+    t = _targets(logits, flat_target, weight, ignore_index)
+    if cfg.method == "softmax" and target.dtype != torch.bool:
+        return F.cross_entropy(input, target if target.is_floating_point() else target.long(), weight=weight,
+                               ignore_index=ignore_index, reduction=reduction,
+                               label_smoothing=cfg.label_smoothing)
     with torch.autocast(logits.device.type, enabled=False):  # the relaxation runs in float32 or float64
-        loss = _per_sample_loss(logits, safe_target, cfg)
-    sample_weight = valid.to(loss.dtype)
-    if weight is not None:
-        sample_weight = sample_weight * weight.to(loss.dtype)[safe_target]
-    loss = loss * sample_weight
-    if reduction == "mean":
-        return loss.sum() / sample_weight.sum()
-    if reduction == "sum":
-        return loss.sum()
-    return loss.reshape(target.shape)
+        losses = class_losses(logits, t.classes, cfg)
+        rows = torch.where(t.weights > 0, t.weights * losses, 0.0).sum(1)
+        if cfg.label_smoothing > 0:
+            smooth = torch.where(t.smooth_weight > 0, t.smooth_weight * _smoothing_term(logits, weight), 0.0)
+            rows = (1 - cfg.label_smoothing) * rows + cfg.label_smoothing * smooth
+    return _reduce(rows, t.mean_weight, reduction, shape)
 
 
 def topk_cross_entropy(
@@ -201,9 +287,12 @@ def topk_cross_entropy(
     weight: Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    eps: float = DEFAULT_EPS,
 ) -> Tensor:
     """Functional form of `TopKCrossEntropyLoss`; see there for the arguments."""
-    cfg = make_config(p_k, method, inverse_temperature, m, distribution, art_lambda, top1_mode)
+    cfg = make_config(p_k, method, inverse_temperature, m, distribution, art_lambda, top1_mode, eps,
+                      label_smoothing)
     return topk_loss(input, target, cfg, weight, ignore_index, reduction)
 
 
@@ -213,21 +302,28 @@ class TopKCrossEntropyLoss(torch.nn.Module):
     Args:
         p_k: probabilities P_K(k) for k = 1..K (sums to 1), e.g. `[.5, 0, 0, 0, .5]` for half
             top-1, half top-5.
-        method: 'softmax' (plain cross-entropy, only with p_k = [1, 0, ...]), 'bitonic',
-            'splitter_selection', 'odd_even', 'neuralsort', 'softsort' or 'sinkhorn'.
+        method: 'softmax' (plain cross-entropy, only with p_k = [1, 0, ...]) or a relaxation of
+            `softtopk.METHODS`.
         inverse_temperature: steepness of the relaxation.
-        m: rank only the true class and the m-1 highest other classes (m > K); None or m >= C
-            ranks every class.
+        m: rank only the target classes and the highest other classes, m in all (m > K); None or
+            m >= C ranks every class.
         distribution, art_lambda: comparator sigmoid of the sorting networks (see `rank_probabilities`).
         top1_mode: 'sm' replaces the k = 1 term by the softmax probability of the target;
             'smce' adds P_K(1) * cross-entropy to (1 - P_K(1)) * the top-k loss of k >= 2;
             'sort' uses the relaxation for every k.
         weight: optional per-class weights `[C]`; ignore_index: target value that is skipped;
         reduction: 'mean' (weighted mean), 'sum' or 'none'.
+        label_smoothing: eps_ls in [0, 1]: (1 - eps_ls) * loss + eps_ls * H(uniform, softmax(s)),
+            as in `CrossEntropyLoss`.
+        eps: the log is taken of p * (1 - 2 eps) + eps (the original's 1e-7), so that p = 0 gives a
+            finite loss; eps = 0 gives the exact -log p, computed in the log domain, finite and with
+            a gradient that does not vanish where p underflows (slower for the sorting networks).
 
     Shape:
-        input `[N, C]` or `[N, C, d1, ...]` (or `[C]`) logits; target `[N]` or `[N, d1, ...]` (or `[]`)
-        class indices; output a scalar, or the target's shape with reduction='none'.
+        input `[N, C]` or `[N, C, d1, ...]` (or `[C]`) logits, `-inf` for masked classes; target
+        `[N]` or `[N, d1, ...]` (or `[]`) class indices, or the input's shape: class probabilities
+        (float, rows summing to 1) or multi-label sets (bool); output a scalar, or the shape of the
+        predictions with reduction='none'.
     """
 
     def __init__(
@@ -242,13 +338,16 @@ class TopKCrossEntropyLoss(torch.nn.Module):
         weight: Tensor | None = None,
         ignore_index: int = -100,
         reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        eps: float = DEFAULT_EPS,
     ) -> None:
         super().__init__()
-        self.config = make_config(p_k, method, inverse_temperature, m, distribution, art_lambda, top1_mode)
+        self.config = make_config(p_k, method, inverse_temperature, m, distribution, art_lambda, top1_mode,
+                                  eps, label_smoothing)
         check_choice(reduction, "reduction", REDUCTIONS)
         _check_weight(weight)
         self.register_buffer("weight", weight)
-        self.ignore_index = ignore_index
+        self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = reduction
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -257,4 +356,5 @@ class TopKCrossEntropyLoss(torch.nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return (f"p_k={list(c.p_k)}, method={c.method!r}, inverse_temperature={c.beta}, m={c.m}, "
-                f"distribution={c.distribution!r}, top1_mode={c.top1_mode!r}, reduction={self.reduction!r}")
+                f"distribution={c.distribution!r}, top1_mode={c.top1_mode!r}, reduction={self.reduction!r}, "
+                f"label_smoothing={c.label_smoothing}, eps={c.eps}")

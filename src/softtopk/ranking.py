@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 
 from ._checks import check_choice, check_index, check_k, check_positive_finite, check_scores
-from .relax import neuralsort, sinkhorn, softsort, sorting_network
+from .relax import METHODS, RELAXATIONS, sorting_network
 from .sigmoids import DISTRIBUTIONS
 
 Tensor = torch.Tensor
 
-NETWORK_METHODS = ("bitonic", "odd_even", "splitter_selection")
-METHODS = (*NETWORK_METHODS, "neuralsort", "softsort", "sinkhorn")
-_OTHER_METHODS = {"neuralsort": neuralsort, "softsort": softsort, "sinkhorn": sinkhorn}
+NETWORK_METHODS = tuple(name for name, r in RELAXATIONS.items() if r.family == "sorting network")
 
 
 def check_relaxation(method: str, inverse_temperature: float, distribution: str, art_lambda: float) -> float:
     """Validate the relaxation arguments; returns inverse_temperature as a float."""
     check_choice(method, "method", METHODS)
     beta = check_positive_finite(inverse_temperature, "inverse_temperature")
-    if method in NETWORK_METHODS:
+    if "distribution" in RELAXATIONS[method].options:
         check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
         real = isinstance(art_lambda, (int, float)) and not isinstance(art_lambda, bool)
         if not real or not 0 <= art_lambda < 1:
@@ -30,15 +26,9 @@ def check_relaxation(method: str, inverse_temperature: float, distribution: str,
 
 
 def relaxation(method: str, beta: float, distribution: str, art_lambda: float):
-    """The pair (rank_matrix(scores, k), item_ranks(scores, index, k)) of a validated method,
-    on 2-D float32/float64 scores."""
-    if method in NETWORK_METHODS:
-        options = dict(kind=method, beta=beta, distribution=distribution, lam=float(art_lambda))
-        return (partial(sorting_network.rank_matrix, **options),
-                partial(sorting_network.item_ranks, **options))
-    module = _OTHER_METHODS[method]
-    return (partial(module.rank_matrix, inverse_temperature=beta),
-            partial(module.item_ranks, inverse_temperature=beta))
+    """The pair (rank_matrix(scores, k), item_ranks(scores, index, k, log=False)) of a validated
+    method, on 2-D float32/float64 scores."""
+    return RELAXATIONS[method].bind(beta, distribution=distribution, art_lambda=float(art_lambda))
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -87,7 +77,7 @@ def rank_probabilities(
         if index is None:
             out = full(flat, k).reshape(*batch_shape, n, k)
         else:
-            out = item(flat, index.reshape(-1).long(), k).reshape(*batch_shape, k)
+            out = item(flat, index.reshape(-1, 1).long(), k).reshape(*batch_shape, k)
     return out.to(scores.dtype)
 
 

@@ -2,8 +2,13 @@
 
 A relaxed comparator sees `d = x_hi - x_lo`, the value on the wire that should receive the
 maximum minus the value on the wire that should receive the minimum, and swaps the two with
-probability `sigma = f(-beta * d)` for a sigmoid `f` with `f(-x) = 1 - f(x)`. Each distribution
-gives `sigma` and its slope `d sigma / d d`; the slope is evaluated only in the backward pass.
+probability `sigma = F(u)`, `u = -beta * d`, for a sigmoid `F` with `F(-u) = 1 - F(u)`
+('logistic_phi', the activation replacement trick, uses `u = -beta * d / (|d| + 1e-10)^lambda`).
+
+Each distribution gives the swap probability and, for the backward pass, its slope
+`d sigma / d d`; for the exact loss (`eps=0`) also `log sigma`, `log(1 - sigma)` and their slopes,
+computed without forming `sigma`, so that they stay finite and informative where `sigma`
+underflows. The slopes use `sigma` or the saved `u` of the forward pass where that saves work.
 """
 
 from __future__ import annotations
@@ -13,77 +18,127 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 Tensor = torch.Tensor
 _ART_EPS = 1e-10  # keeps |d|^lambda away from zero in the activation replacement trick
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class Distribution(NamedTuple):
-    """`swap(d, beta, lam) -> sigma` and `slope(d, sigma, beta, lam) -> d sigma / d d`."""
+class Sigmoid(NamedTuple):
+    """A symmetric sigmoid `F` of the comparator argument `u`.
 
-    swap: Callable[[Tensor, float, float], Tensor]
-    slope: Callable[[Tensor, Tensor, float, float], Tensor]
+    `cdf(u) = F(u)`; `density(u, sigma) = F'(u)` (given `sigma = F(u)`); `log_cdf(u) = log F(u)` and
+    `hazard(u) = F'(u) / F(u)`, both stable for every finite `u`.
+    """
 
-
-def _logistic_swap(d: Tensor, beta: float, lam: float) -> Tensor:
-    return torch.sigmoid(d * -beta)
-
-
-def _logistic_slope(d: Tensor, sigma: Tensor, beta: float, lam: float) -> Tensor:
-    return sigma * (sigma - 1) * beta
+    cdf: Callable[[Tensor], Tensor]
+    density: Callable[[Tensor, Tensor], Tensor]
+    log_cdf: Callable[[Tensor], Tensor]
+    hazard: Callable[[Tensor], Tensor]
 
 
-def _phi_swap(d: Tensor, beta: float, lam: float) -> Tensor:
-    return torch.sigmoid(d * -beta / (d.abs() + _ART_EPS) ** lam)
+def _tail_split(u: Tensor, tail: Tensor, log_tail: Tensor) -> Tensor:
+    """log F(u) from the lower tail `F(-|u|)` and its log: `log tail` for u < 0, `log(1 - tail)` else."""
+    return torch.where(u < 0, log_tail, torch.log1p(-tail))
 
 
-def _phi_slope(d: Tensor, sigma: Tensor, beta: float, lam: float) -> Tensor:
-    t = d.abs() + _ART_EPS
-    du_dd = (t - lam * d.abs()) * t ** (-lam - 1) * -beta
-    return sigma * (1 - sigma) * du_dd
+def _cauchy_tail(u: Tensor) -> Tensor:
+    return torch.atan(1 / u.abs()) / math.pi  # F(-|u|) = 1/2 - atan(|u|)/pi without cancellation
 
 
-def _cauchy_swap(d: Tensor, beta: float, lam: float) -> Tensor:
-    return torch.atan(d * -beta) / math.pi + 0.5
+def _cauchy_log_cdf(u: Tensor) -> Tensor:
+    tail = _cauchy_tail(u)
+    return _tail_split(u, tail, tail.log())
 
 
-def _cauchy_slope(d: Tensor, sigma: Tensor, beta: float, lam: float) -> Tensor:
-    return -beta / math.pi / (1 + (d * beta) ** 2)
+def _cauchy_hazard(u: Tensor) -> Tensor:
+    cdf = torch.where(u < 0, _cauchy_tail(u), 1 - _cauchy_tail(u))
+    return 1 / (math.pi * (1 + u * u) * cdf)
 
 
-def _gaussian_swap(d: Tensor, beta: float, lam: float) -> Tensor:
-    return 0.5 * torch.erfc(d * (beta / math.sqrt(2)))
+def _gaussian_log_density(u: Tensor) -> Tensor:
+    return -0.5 * u * u - _LOG_SQRT_2PI
 
 
-def _gaussian_slope(d: Tensor, sigma: Tensor, beta: float, lam: float) -> Tensor:
-    return torch.exp(-0.5 * (d * beta) ** 2) * (-beta / math.sqrt(2 * math.pi))
+def _reciprocal_log_cdf(u: Tensor) -> Tensor:
+    a = u.abs()
+    return torch.where(u < 0, 0, torch.log1p(a)) - torch.log(2 + a)
 
 
-def _reciprocal_swap(d: Tensor, beta: float, lam: float) -> Tensor:
-    u = d * -beta
-    return 0.5 * (u / (2 + u.abs()) + 1)
+def _reciprocal_hazard(u: Tensor) -> Tensor:
+    a = u.abs()
+    return 1 / torch.where(u < 0, 2 + a, (2 + a) * (1 + a))
 
 
-def _reciprocal_slope(d: Tensor, sigma: Tensor, beta: float, lam: float) -> Tensor:
-    return -beta / (2 + (d * beta).abs()) ** 2
-
-
-def _optimal_swap(d: Tensor, beta: float, lam: float) -> Tensor:
-    u = d * -beta
+def _optimal_cdf(u: Tensor) -> Tensor:
     a = u.abs()
     return 0.5 + torch.sign(u) * torch.where(a <= 0.25, a, 0.5 - 1 / (16 * a + _ART_EPS))
 
 
-def _optimal_slope(d: Tensor, sigma: Tensor, beta: float, lam: float) -> Tensor:
-    a = (d * beta).abs()
-    return torch.where(a <= 0.25, 1.0, 1 / (16 * a * a + _ART_EPS)) * -beta
+def _optimal_log_cdf(u: Tensor) -> Tensor:
+    a = u.abs()
+    outer = torch.where(u < 0, -torch.log(16 * a), torch.log1p(-1 / (16 * a)))
+    return torch.where(a <= 0.25, torch.log(0.5 + u), outer)
+
+
+def _optimal_hazard(u: Tensor) -> Tensor:
+    a = u.abs()
+    outer = torch.where(u < 0, a, a * (16 * a - 1))
+    return 1 / torch.where(a <= 0.25, 0.5 + u, outer)
+
+
+SIGMOIDS: dict[str, Sigmoid] = {
+    "logistic": Sigmoid(
+        torch.sigmoid, lambda u, s: s * (1 - s), F.logsigmoid, lambda u: torch.sigmoid(-u)),
+    "cauchy": Sigmoid(
+        lambda u: torch.atan(u) / math.pi + 0.5, lambda u, s: 1 / (math.pi * (1 + u * u)),
+        _cauchy_log_cdf, _cauchy_hazard),
+    "gaussian": Sigmoid(
+        lambda u: 0.5 * torch.erfc(u * -math.sqrt(0.5)), lambda u, s: torch.exp(_gaussian_log_density(u)),
+        torch.special.log_ndtr, lambda u: torch.exp(_gaussian_log_density(u) - torch.special.log_ndtr(u))),
+    "reciprocal": Sigmoid(
+        lambda u: 0.5 * (u / (2 + u.abs()) + 1), lambda u, s: 1 / (2 + u.abs()) ** 2,
+        _reciprocal_log_cdf, _reciprocal_hazard),
+    "optimal": Sigmoid(
+        _optimal_cdf, lambda u, s: torch.where(u.abs() <= 0.25, 1.0, 1 / (16 * u * u + _ART_EPS)),
+        _optimal_log_cdf, _optimal_hazard),
+}
+
+
+class Distribution(NamedTuple):
+    """A sigmoid and the map from `d` to its argument `u` (`phi`: the activation replacement trick)."""
+
+    sigmoid: Sigmoid
+    phi: bool  # the activation replacement trick
+
+    def argument(self, d: Tensor, beta: float, lam: float) -> tuple[Tensor, Tensor | float]:
+        """`u` and `du / dd` (a float for the plain argument, a tensor for the trick)."""
+        if not self.phi:
+            return d * -beta, -beta
+        t = d.abs() + _ART_EPS
+        scale = t.pow(-lam) * -beta
+        # du/dd = -beta t^-lam (1 - lam |d| / t) = -beta t^-lam ((1 - lam) + lam eps / t)
+        return d * scale, scale * (lam * _ART_EPS / t + (1 - lam))
+
+    def swap(self, d: Tensor, beta: float, lam: float) -> Tensor:
+        """sigma = F(u(d))."""
+        return self.sigmoid.cdf(self.argument(d, beta, lam)[0])
+
+    def swap_and_slope(self, d: Tensor, beta: float, lam: float) -> tuple[Tensor, Tensor]:
+        """sigma and d sigma / dd."""
+        u, du = self.argument(d, beta, lam)
+        sigma = self.sigmoid.cdf(u)
+        return sigma, self.sigmoid.density(u, sigma) * du
+
+    def log_swap(self, d: Tensor, beta: float, lam: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """log sigma, log(1 - sigma), d log sigma / dd and d log(1 - sigma) / dd."""
+        u, du = self.argument(d, beta, lam)
+        s = self.sigmoid
+        return s.log_cdf(u), s.log_cdf(-u), s.hazard(u) * du, s.hazard(-u) * -du
 
 
 DISTRIBUTIONS: dict[str, Distribution] = {
-    "logistic": Distribution(_logistic_swap, _logistic_slope),
-    "logistic_phi": Distribution(_phi_swap, _phi_slope),
-    "cauchy": Distribution(_cauchy_swap, _cauchy_slope),
-    "gaussian": Distribution(_gaussian_swap, _gaussian_slope),
-    "reciprocal": Distribution(_reciprocal_swap, _reciprocal_slope),
-    "optimal": Distribution(_optimal_swap, _optimal_slope),
+    **{name: Distribution(sigmoid, False) for name, sigmoid in SIGMOIDS.items()},
+    "logistic_phi": Distribution(SIGMOIDS["logistic"], True),
 }

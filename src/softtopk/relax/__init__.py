@@ -1,5 +1,20 @@
-"""Ranking relaxations behind `softtopk.rank_probabilities`.
+"""The ranking relaxations behind `softtopk.rank_probabilities` and the loss: one record per method
+(`RELAXATIONS`, in the order the documentation lists them). Adding a method is one module that
+defines its `Relaxation` (see `relaxation.py` for the interface) and one entry here."""
 
-Every relaxation takes validated 2-D scores `[B, n]` (float32 or float64) and provides the
-rank-probability matrix `[B, n, k]` and the one-item fast path `[B, k]`.
-"""
+from __future__ import annotations
+
+from . import neuralsort, sinkhorn, softsort, sorting_network
+from .relaxation import Relaxation
+
+RELAXATIONS: dict[str, Relaxation] = {r.name: r for r in (
+    sorting_network.BITONIC,
+    sorting_network.SPLITTER_SELECTION,
+    sorting_network.ODD_EVEN,
+    neuralsort.RELAXATION,
+    softsort.RELAXATION,
+    sinkhorn.RELAXATION,
+)}
+METHODS: tuple[str, ...] = tuple(RELAXATIONS)
+
+__all__ = ["METHODS", "RELAXATIONS", "Relaxation"]

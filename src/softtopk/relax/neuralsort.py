@@ -1,44 +1,56 @@
 """NeuralSort (Grover et al., ICLR 2019): row r (1-based) of the relaxed permutation is
-softmax_i(((n + 1 - 2r) s_i - sum_j |s_i - s_j|) / tau), tau = 1 / inverse_temperature.
-Only the rows r <= k are built, and sum_j |s_i - s_j| comes from a sort and prefix sums."""
+softmax_i(((n + 1 - 2r) s_i - sum_j |s_i - s_j|) / tau), tau = 1 / beta.
+Only the rows r <= k are built, and sum_j |s_i - s_j| comes from a sort and prefix sums; with masked
+items, n and the sums count the real items only, which is the limit of masked scores -> -inf."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from .permutation_rows import item_ranks_from, rank_matrix_from
+from .relaxation import Relaxation
 
-def _abs_diff_sums(scores: Tensor) -> Tensor:
-    """sum_j |s_i - s_j| for every item i in O(n log n).  [B, n] -> [B, n]
 
-    With the values sorted descending, v_1 >= ... >= v_n, and S_{p-1} = v_1 + ... + v_{p-1},
-    the item at position p has sum (S_{p-1} - (p-1) v_p) + ((n-p) v_p - (T - S_{p-1} - v_p))
-    = 2 S_{p-1} + (n + 2 - 2p) v_p - T, where T is the total."""
+def _abs_diff_sums(scores: Tensor, masked: Tensor | None = None) -> Tensor:
+    """sum_j |s_i - s_j| over the real items j, for every item i, in O(n log n).  [B, n] -> [B, n]
+
+    With the values sorted descending, v_1 >= ... >= v_n', and S_{p-1} = v_1 + ... + v_{p-1},
+    the item at position p has sum (S_{p-1} - (p-1) v_p) + ((n'-p) v_p - (T - S_{p-1} - v_p))
+    = 2 S_{p-1} + (n' + 2 - 2p) v_p - T, where T is the total. Masked items (score 0 here) sort
+    last; their sums are not meaningful."""
     n = scores.shape[-1]
-    values, order = scores.sort(dim=-1, descending=True)
+    if masked is None:
+        values, order = scores.sort(dim=-1, descending=True)
+        count: Tensor | int = n
+    else:
+        values, order = scores.masked_fill(masked, -torch.inf).sort(dim=-1, descending=True)
+        values = values.masked_fill(values == -torch.inf, 0.0)
+        count = (~masked).sum(-1, keepdim=True)
     before = torch.nn.functional.pad(values.cumsum(-1)[:, :-1], (1, 0))
     position = torch.arange(1, n + 1, dtype=scores.dtype, device=scores.device)
-    sums = 2 * before + (n + 2 - 2 * position) * values - values.sum(-1, keepdim=True)
+    sums = 2 * before + (count + 2 - 2 * position) * values - values.sum(-1, keepdim=True)
     return torch.zeros_like(scores).scatter(-1, order, sums)
 
 
-def _logits(scores: Tensor, k: int, inverse_temperature: float) -> Tensor:
+def _logits(scores: Tensor, masked: Tensor | None, k: int, beta: float) -> Tensor:
     """Logits of the first k rows, rank r = 0..k-1 over items i.  [B, n] -> [B, k, n]"""
-    n = scores.shape[-1]
     # A per-row shift adds a constant to every row of logits: the softmax ignores it, and
     # centring keeps (n + 1 - 2r) s_i small when the scores carry a large offset.
-    centred = scores - scores.amax(-1, keepdim=True).detach()
+    if masked is None:
+        centred, count = scores - scores.amax(-1, keepdim=True).detach(), scores.shape[-1]
+    else:
+        top = scores.masked_fill(masked, -torch.inf).amax(-1, keepdim=True).detach()
+        centred = (scores - top).masked_fill(masked, 0.0)
+        count = (~masked).sum(-1, keepdim=True)
     rank = torch.arange(1, k + 1, dtype=scores.dtype, device=scores.device)
-    slope = (n + 1 - 2 * rank)[:, None]
-    return (slope * centred[:, None, :] - _abs_diff_sums(centred)[:, None, :]) * inverse_temperature
+    slope = (count + 1 - 2 * rank)[..., None]
+    logits = (slope * centred[:, None, :] - _abs_diff_sums(centred, masked)[:, None, :]) * beta
+    return logits if masked is None else logits.masked_fill(masked[:, None, :], -torch.inf)
 
 
-def rank_matrix(scores: Tensor, k: int, inverse_temperature: float) -> Tensor:
-    """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
-    return _logits(scores, k, inverse_temperature).softmax(-1).transpose(-2, -1)
-
-
-def item_ranks(scores: Tensor, index: Tensor, k: int, inverse_temperature: float) -> Tensor:
-    """P[b, index[b], r] for r < k, from k x n logits.  [B, n], [B] -> [B, k]"""
-    log_p = _logits(scores, k, inverse_temperature).log_softmax(-1)
-    return log_p.gather(-1, index[:, None, None].expand(-1, k, 1)).squeeze(-1).exp()
+rank_matrix = rank_matrix_from(_logits)
+item_ranks = item_ranks_from(_logits)
+RELAXATION = Relaxation("neuralsort", "NeuralSort", "permutation rows", rank_matrix, item_ranks,
+                        cost="O(n K + n log n)", output="rows 1..K of P", needs_m=False,
+                        reference="Grover, Wang, Zweig, Ermon, ICLR 2019")

@@ -16,6 +16,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from .relaxation import Relaxation
+
 #: Stop once every row of P sums to 1 within this relative error (measured in the log domain);
 #: the columns sum to 1 up to rounding after every iteration. Tight enough in float64 that
 #: comparisons and finite differences are not limited by where the iterations stop.
@@ -68,16 +70,23 @@ def _transport(scores: Tensor, inverse_temperature: float) -> tuple[Tensor, Tens
     return cost, f, g
 
 
-def rank_matrix(scores: Tensor, k: int, inverse_temperature: float) -> Tensor:
+def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:
     """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
-    cost, f, g = _transport(scores, inverse_temperature)
-    log_p = (f[:, :, None] + g[:, None, :k] - cost[:, :, :k]) * inverse_temperature
+    cost, f, g = _transport(scores, beta)
+    log_p = (f[:, :, None] + g[:, None, :k] - cost[:, :, :k]) * beta
     return (log_p + math.log(scores.shape[-1])).exp()
 
 
-def item_ranks(scores: Tensor, index: Tensor, k: int, inverse_temperature: float) -> Tensor:
-    """P[b, index[b], r] for r < k; the iterations need the full n x n plan.  [B, n], [B] -> [B, k]"""
-    cost, f, g = _transport(scores, inverse_temperature)
-    rows = torch.arange(scores.shape[0], device=scores.device)
-    log_p = (f[rows, index][:, None] + g[:, :k] - cost[rows, index, :k]) * inverse_temperature
-    return (log_p + math.log(scores.shape[-1])).exp()
+def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = False) -> Tensor:
+    """P[b, index[b, j], r] for r < k (log P with `log`); the iterations need the full n x n plan.
+    [B, n], [B, J] -> [B, J, k]"""
+    cost, f, g = _transport(scores, beta)
+    picked_cost = cost.gather(1, index[:, :, None].expand(-1, -1, k))  # [B, J, k]
+    log_p = (f.gather(1, index)[:, :, None] + g[:, None, :k] - picked_cost) * beta
+    log_p = log_p + math.log(scores.shape[-1])
+    return log_p if log else log_p.exp()
+
+
+RELAXATION = Relaxation("sinkhorn", "SinkhornSort", "optimal transport", rank_matrix, item_ranks,
+                        cost="O(n² · iterations)", output="full n x n plan", needs_m=False,
+                        reference="Cuturi, Teboul, Vert, NeurIPS 2019")

@@ -1,23 +1,27 @@
 """SoftSort (Prillo & Eisenschlos, ICML 2020): row r of the relaxed permutation is
-softmax_i(-|sort_desc(s)_r - s_i| / tau), tau = 1 / inverse_temperature; only rows r < k are built."""
+softmax_i(-|sort_desc(s)_r - s_i| / tau), tau = 1 / beta; only rows r < k are built."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from .permutation_rows import item_ranks_from, rank_matrix_from
+from .relaxation import Relaxation
 
-def _logits(scores: Tensor, k: int, inverse_temperature: float) -> Tensor:
+
+def _logits(scores: Tensor, masked: Tensor | None, k: int, beta: float) -> Tensor:
     """Logits of the first k rows, rank r = 0..k-1 over items i.  [B, n] -> [B, k, n]"""
-    top = scores.topk(k, dim=-1).values
-    return (top[:, :, None] - scores[:, None, :]).abs() * -inverse_temperature
+    if masked is None:
+        top = scores.topk(k, dim=-1).values
+    else:  # the rows of ranks held by masked items are replaced by the caller
+        top = scores.masked_fill(masked, -float("inf")).topk(k, dim=-1).values
+        top = top.masked_fill(top == -float("inf"), 0.0)
+    logits = (top[:, :, None] - scores[:, None, :]).abs() * -beta
+    return logits if masked is None else logits.masked_fill(masked[:, None, :], -float("inf"))
 
 
-def rank_matrix(scores: Tensor, k: int, inverse_temperature: float) -> Tensor:
-    """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
-    return _logits(scores, k, inverse_temperature).softmax(-1).transpose(-2, -1)
-
-
-def item_ranks(scores: Tensor, index: Tensor, k: int, inverse_temperature: float) -> Tensor:
-    """P[b, index[b], r] for r < k, from k x n logits.  [B, n], [B] -> [B, k]"""
-    log_p = _logits(scores, k, inverse_temperature).log_softmax(-1)
-    return log_p.gather(-1, index[:, None, None].expand(-1, k, 1)).squeeze(-1).exp()
+rank_matrix = rank_matrix_from(_logits)
+item_ranks = item_ranks_from(_logits)
+RELAXATION = Relaxation("softsort", "SoftSort", "permutation rows", rank_matrix, item_ranks,
+                        cost="O(n K)", output="rows 1..K of P", needs_m=False,
+                        reference="Prillo, Eisenschlos, ICML 2020")

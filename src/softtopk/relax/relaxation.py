@@ -1,0 +1,61 @@
+"""What every ranking relaxation provides, and the conventions they share.
+
+Every relaxation takes validated 2-D scores `[B, n]` (float32 or float64), its inverse temperature
+`beta` and its own options, and provides
+
+- `rank_matrix(scores, k, beta, ...) -> P [B, n, k]`, `P[b, i, r]` = probability that item i has
+  rank r (rank 0 = the largest score), and
+- `item_ranks(scores, index, k, beta, ..., log=False) -> [B, J, k]`, the rows `P[b, index[b, j], :]`
+  of the items `index [B, J]` without building the whole matrix (their logarithms with `log=True`,
+  computed so that they stay finite and keep a gradient where the probabilities underflow).
+
+Masked items: a score of `-inf` marks an item that takes no part. It never takes a rank above a
+real item, its probabilities of the ranks of real items are 0 and it gets a zero gradient; the
+relaxations that do not depend on the order of the items give exactly the result for the scores
+with the masked items removed. `+inf` and NaN are not masks: they give NaN, as in cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """One ranking relaxation: its functions and what the documentation says of it.
+
+    `options` names the keyword arguments beyond `beta` that its functions take (the sorting
+    networks: `distribution`, `art_lambda`).
+    """
+
+    name: str
+    title: str
+    family: str
+    rank_matrix: Callable[..., Tensor]
+    item_ranks: Callable[..., Tensor]
+    options: tuple[str, ...] = ()
+    cost: str = ""
+    output: str = ""
+    needs_m: bool = False
+    reference: str = ""
+
+    def bind(self, beta: float, **options: object) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+        """`(rank_matrix(scores, k), item_ranks(scores, index, k, log=False))` with the parameters bound;
+        options this relaxation does not take are dropped."""
+        mine = {name: options[name] for name in self.options}
+        return partial(self.rank_matrix, beta=beta, **mine), partial(self.item_ranks, beta=beta, **mine)
+
+
+def masked_items(scores: Tensor) -> Tensor | None:
+    """`scores == -inf` `[B, n]`, or None where no item is masked. The check is skipped (the mask is
+    always returned) where it would wait for the device or break a compiled graph."""
+    masked = scores == -torch.inf
+    if torch.compiler.is_compiling() or scores.device.type != "cpu" or bool(masked.any()):
+        return masked
+    return None
