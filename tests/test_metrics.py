@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -59,3 +61,27 @@ def test_bad_input_is_rejected_clearly():
         topk_accuracy(torch.randn(3), torch.tensor(0))
     with pytest.raises(TypeError, match="floating-point"):
         topk_accuracy(torch.ones(4, 3, dtype=torch.long), target)
+
+
+def test_multi_label_hit_when_any_true_class_is_in_the_top_k():
+    logits = torch.tensor([[0.9, 0.5, 0.1, 0.0], [0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]])
+    target = torch.tensor([[False, True, True, False], [True, False, False, False],
+                           [False, False, False, False]])  # the last row has no true class: left out
+    assert topk_accuracy(logits, target, ks=(1, 2, 4)) == {1: 0.0, 2: 0.5, 4: 1.0}
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 6), c=st.integers(1, 8), seed=st.integers(0, 10**6))
+def test_multi_label_with_one_true_class_equals_class_indices(n, c, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g)
+    target = torch.randint(0, c, (n,), generator=g)
+    ks = list(range(1, c + 1))
+    one_hot = torch.nn.functional.one_hot(target, c).bool()
+    assert topk_accuracy(logits, one_hot, ks) == topk_accuracy(logits, target, ks)
+
+
+def test_multi_label_bad_shape_and_empty():
+    with pytest.raises(ValueError, match="shape"):
+        topk_accuracy(torch.randn(3, 4), torch.zeros(3, 5, dtype=torch.bool))
+    assert math.isnan(topk_accuracy(torch.randn(2, 4), torch.zeros(2, 4, dtype=torch.bool), ks=(1,))[1])

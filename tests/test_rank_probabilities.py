@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softtopk import METHODS, rank_probabilities, soft_sort
+from softtopk.relax import RELAXATIONS
 from softtopk.sigmoids import DISTRIBUTIONS
 
 NETWORKS = ("bitonic", "odd_even", "splitter_selection")
@@ -211,3 +212,68 @@ def test_ties_equal_and_huge_scores_stay_finite(method, scores):
     p[..., 0].sum().backward()
     assert torch.isfinite(p).all() and torch.isfinite(scores.grad).all()
     torch.testing.assert_close(p.sum(-2), torch.ones(p.shape[0], p.shape[-1]), atol=1e-4, rtol=0)
+
+
+def _masked(batch: int, n: int, seed: int = 0, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores with random items masked (-inf), every row keeping at least one real item, and the mask."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(batch, n, generator=g, dtype=dtype)
+    masked = torch.rand(batch, n, generator=g) < 0.4
+    masked[torch.arange(batch), torch.randint(0, n, (batch,), generator=g)] = False
+    return scores.masked_fill(masked, -torch.inf), masked
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_masked_items_take_no_rank_of_a_real_item(method):
+    scores, masked = _masked(6, 9, seed=3)
+    x = scores.clone().requires_grad_()
+    p = rank_probabilities(x, 9, method, inverse_temperature=1.5)
+    real = (~masked).sum(-1)
+    assert torch.isfinite(p).all()
+    rank = torch.arange(9)
+    real_rank = rank < real[:, None]  # [B, r]
+    assert (p.transpose(-1, -2)[real_rank][masked.repeat_interleave(real, 0)] == 0).all()  # masked items
+    assert (p.transpose(-1, -2)[~real_rank][(~masked).repeat_interleave(9 - real, 0)] == 0).all()
+    torch.testing.assert_close(p.sum(-2), torch.ones(6, 9, dtype=torch.float64), atol=1e-5, rtol=0)
+    (grad,) = torch.autograd.grad(p[..., :3].sum() + (p * torch.rand_like(p)).sum(), x)
+    assert torch.isfinite(grad).all() and (grad[masked] == 0).all()
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if RELAXATIONS[m].family != "sorting network"])
+def test_masked_items_equal_removing_them(method):
+    """For the relaxations that do not depend on the order of the items; rows mask the same count."""
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(4, 10, generator=g, dtype=torch.float64)
+    masked = torch.stack([torch.randperm(10, generator=g) < 3 for _ in range(4)])
+    p = rank_probabilities(scores.masked_fill(masked, -torch.inf), 5, method, 1.3)
+    kept = scores[~masked].view(4, 7)
+    expected = rank_probabilities(kept, 5, method, 1.3)
+    torch.testing.assert_close(p[~masked].view(4, 7, 5), expected, atol=1e-6, rtol=0)
+    index = torch.stack([row.nonzero()[0] for row in ~masked])  # the first real item of each row
+    fast = rank_probabilities(scores.masked_fill(masked, -torch.inf), 5, method, 1.3, index=index[:, 0])
+    torch.testing.assert_close(fast, expected[:, 0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_log_fast_path_is_the_log_of_the_fast_path(method):
+    scores, _ = _masked(5, 12, seed=2)
+    index = torch.stack([torch.nonzero(torch.isfinite(row))[:, 0][:2].repeat(2)[:2] for row in scores])
+    _, item = RELAXATIONS[method].bind(1.2, distribution="logistic", art_lambda=0.0)
+    linear, log = item(scores, index, 4), item(scores, index, 4, log=True)
+    assert linear.shape == (5, 2, 4)
+    torch.testing.assert_close(log.exp(), linear, atol=1e-8, rtol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(method=st.sampled_from(METHODS), n=st.integers(2, 12), seed=st.integers(0, 10**6),
+       scale=st.sampled_from([1e-3, 1.0, 1e4]))
+def test_property_masked_items_stay_finite(method, n, seed, scale):
+    scores, masked = _masked(3, n, seed=seed, dtype=torch.float32)
+    x = (scores * scale).requires_grad_()
+    k = n
+    p = rank_probabilities(x, k, method)
+    index = torch.stack([torch.nonzero(~row)[0, 0] for row in masked])
+    fast = rank_probabilities(x, k, method, index=index)
+    assert torch.isfinite(p).all() and torch.isfinite(fast).all()
+    (p.sum() + fast.sum()).backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[masked] == 0).all()

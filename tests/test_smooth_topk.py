@@ -377,3 +377,51 @@ def test_bad_input(loss_fn, kwargs: dict, error: type, name: str) -> None:
 def test_bad_module_arguments(module, kwargs: dict, error: type, name: str) -> None:
     with pytest.raises(error, match=name):
         module(**({"k": 2} | kwargs))
+
+
+@pytest.mark.parametrize("loss_fn,module", [(smooth_topk_loss, SmoothTopKLoss),
+                                            (smooth_hard_topk_loss, SmoothHardTopKLoss)])
+def test_weight_and_ignore_index_as_cross_entropy(loss_fn, module) -> None:
+    """The weighted mean over the targets that are not ignored, as in `cross_entropy`."""
+    torch.manual_seed(6)
+    x = torch.randn(8, 9, dtype=F64) * 3
+    target = torch.randint(0, 9, (8,))
+    target[[1, 6]] = 3
+    weight = torch.rand(9, dtype=F64) + 0.1
+    per_sample = loss_fn(x, target, 2, 0.5, 1.0, "none")
+    ignored = target.clone()
+    ignored[[1, 6]] = -1
+    w = weight[target] * (ignored != -1)
+    expected = (per_sample * w).sum() / w.sum()
+    torch.testing.assert_close(loss_fn(x, ignored, 2, 0.5, 1.0, weight=weight, ignore_index=-1), expected)
+    torch.testing.assert_close(module(2, 0.5, weight=weight, ignore_index=-1)(x, ignored), expected)
+    none = loss_fn(x, ignored, 2, 0.5, 1.0, "none", weight=weight, ignore_index=-1)
+    torch.testing.assert_close(none, per_sample * w)
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES)
+def test_spatial_inputs_as_cross_entropy(loss_fn) -> None:
+    x = torch.randn(2, 7, 3, 2, dtype=F64)
+    target = torch.randint(0, 7, (2, 3, 2))
+    out = loss_fn(x, target, 2, reduction="none")
+    assert out.shape == (2, 3, 2)
+    flat = loss_fn(x.movedim(1, -1).reshape(-1, 7), target.reshape(-1), 2, reduction="none")
+    torch.testing.assert_close(out.reshape(-1), flat)
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES)
+def test_masked_classes_and_ignored_rows(loss_fn) -> None:
+    x = torch.randn(5, 10)
+    x[:, 2] = -math.inf
+    x[0, :7] = -math.inf  # three real classes: the target is surely in the top 5, loss 0
+    x[3, 4] = -math.inf  # a masked target: +inf, as cross-entropy
+    x.requires_grad_()
+    target = torch.tensor([8, 1, 3, 4, 5])
+    loss = loss_fn(x, target, 5, reduction="none")
+    assert loss[0] == 0 and loss[3] == math.inf and torch.isfinite(loss[[1, 2, 4]]).all()
+    loss[[0, 1, 2, 4]].sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[:, 2] == 0).all()
+    y = torch.randn(4, 10, requires_grad=True)
+    nothing = loss_fn(y, torch.full((4,), -100), 3)
+    nothing.backward()
+    assert math.isnan(nothing) and (y.grad == 0).all()

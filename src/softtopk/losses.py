@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_scores
+from ._checks import check_choice
+from ._conventions import check_ignore_index, check_reduction, check_weight, flatten, reduce
 from .ranking import METHODS, check_relaxation, compute_dtype, relaxation
 from .targets import Targets, index_targets, multilabel_targets, probability_targets
 
@@ -24,7 +25,6 @@ Tensor = torch.Tensor
 
 LOSS_METHODS = ("softmax", *METHODS)
 TOP1_MODES = ("sm", "smce", "sort")
-REDUCTIONS = ("mean", "sum", "none")
 DEFAULT_EPS = 1e-7  # the original's: the log is taken of p * (1 - 2 eps) + eps
 
 
@@ -73,12 +73,6 @@ def _check_fraction(value: object, name: str, upper: float, closed: bool) -> flo
     return float(value)
 
 
-def check_ignore_index(ignore_index: object) -> int:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
-    return ignore_index
-
-
 def make_config(
     p_k: Sequence[float] | Tensor,
     method: str,
@@ -115,31 +109,6 @@ def make_config(
         tail[0] = tail[1] if len(p_k) > 1 else 0.0
     return _Config(p_k, tuple(tail), method, beta, m, distribution, float(art_lambda), top1_mode, item_ranks,
                    eps, label_smoothing)
-
-
-def _flatten(input: Tensor, target: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
-    """Class dimension last, one row per prediction: `[M, C]` logits, the target as `[M]` class
-    indices or `[M, C]` probabilities or booleans, and the shape of per-prediction results."""
-    check_scores(input, "input")
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_complex():
-        raise TypeError(f"target must hold class indices, probabilities or booleans, got {target.dtype}")
-    class_dim = 0 if input.dim() == 1 else 1
-    per_prediction = tuple(s for d, s in enumerate(input.shape) if d != class_dim)
-    dense = target.is_floating_point() or target.dtype == torch.bool
-    expected = tuple(input.shape) if dense else per_prediction
-    if tuple(target.shape) != expected:
-        kind = "probabilities or booleans" if dense else "class indices"
-        raise ValueError(f"target of {kind} must have shape {expected} for input of shape "
-                         f"{tuple(input.shape)} (classes in dimension {class_dim}), "
-                         f"got {tuple(target.shape)}")
-    classes = input.shape[class_dim]
-    if input.dim() > 2:
-        input = input.movedim(1, -1)
-        target = target.movedim(1, -1) if dense else target
-    flat = target.reshape(-1, classes) if dense else target.reshape(-1)
-    return input.reshape(-1, classes), flat, per_prediction
 
 
 def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
@@ -214,15 +183,6 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
     return loss.masked_fill(masked, torch.inf)
 
 
-def _check_weight(weight: Tensor | None, classes: int | None = None) -> None:
-    if weight is None:
-        return
-    if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.dim() != 1:
-        raise TypeError("weight must be a 1-D floating-point tensor of per-class weights")
-    if classes is not None and weight.shape[0] != classes:
-        raise ValueError(f"weight must have one entry per class, C = {classes}, got {weight.shape[0]}")
-
-
 def _smoothing_term(logits: Tensor, weight: Tensor | None) -> Tensor:
     """H(u, softmax(s)) = -(1/C) sum_c weight_c log softmax(s)_c, the label-smoothing term.  [M, C] -> [M]"""
     scores = logits.to(compute_dtype(logits.dtype))
@@ -241,25 +201,14 @@ def _targets(logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index
     return index_targets(target, logits.shape[1], weight, ignore_index, dtype)
 
 
-def _reduce(rows: Tensor, mean_weight: Tensor, reduction: str, shape: tuple[int, ...]) -> Tensor:
-    if reduction == "none":
-        return rows.reshape(shape)
-    total = rows.sum()
-    if reduction == "sum":
-        return total
-    # No counted row: NaN, as cross-entropy gives, but with a zero gradient rather than NaN.
-    count = mean_weight.sum()
-    return torch.where(count > 0, total / torch.where(count > 0, count, 1), torch.nan)
-
-
 def topk_loss(
     input: Tensor, target: Tensor, cfg: _Config, weight: Tensor | None, ignore_index: int, reduction: str
 ) -> Tensor:
     """The loss for a validated configuration; see `topk_cross_entropy`."""
-    check_choice(reduction, "reduction", REDUCTIONS)
+    check_reduction(reduction)
     check_ignore_index(ignore_index)
-    logits, flat_target, shape = _flatten(input, target)
-    _check_weight(weight, logits.shape[1])
+    logits, flat_target, shape = flatten(input, target)
+    check_weight(weight, logits.shape[1])
     t = _targets(logits, flat_target, weight, ignore_index)
     if cfg.method == "softmax" and target.dtype != torch.bool:
         return F.cross_entropy(input, target if target.is_floating_point() else target.long(), weight=weight,
@@ -271,7 +220,7 @@ def topk_loss(
         if cfg.label_smoothing > 0:
             smooth = torch.where(t.smooth_weight > 0, t.smooth_weight * _smoothing_term(logits, weight), 0.0)
             rows = (1 - cfg.label_smoothing) * rows + cfg.label_smoothing * smooth
-    return _reduce(rows, t.mean_weight, reduction, shape)
+    return reduce(rows, t.mean_weight, reduction, shape)
 
 
 def topk_cross_entropy(
@@ -344,8 +293,8 @@ class TopKCrossEntropyLoss(torch.nn.Module):
         super().__init__()
         self.config = make_config(p_k, method, inverse_temperature, m, distribution, art_lambda, top1_mode,
                                   eps, label_smoothing)
-        check_choice(reduction, "reduction", REDUCTIONS)
-        _check_weight(weight)
+        check_reduction(reduction)
+        check_weight(weight)
         self.register_buffer("weight", weight)
         self.ignore_index = check_ignore_index(ignore_index)
         self.reduction = reduction

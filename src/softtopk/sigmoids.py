@@ -53,12 +53,26 @@ def _cauchy_log_cdf(u: Tensor) -> Tensor:
 
 
 def _cauchy_hazard(u: Tensor) -> Tensor:
-    cdf = torch.where(u < 0, _cauchy_tail(u), 1 - _cauchy_tail(u))
-    return 1 / (math.pi * (1 + u * u) * cdf)
+    a = u.abs()
+    t = 1 / a.clamp_min(1)  # in the far lower tail F'/F = t / ((1 + t^2) atan(t) / t), t = 1/|u|, no overflow
+    far = t / ((1 + t * t) * (torch.atan(t) / t))
+    near = 1 / ((1 + a * a) * torch.atan(1 / a))
+    lower = torch.where(a >= 1, far, near)
+    return torch.where(u < 0, lower, 1 / (math.pi * (1 + u * u) * (1 - _cauchy_tail(u))))
 
 
 def _gaussian_log_density(u: Tensor) -> Tensor:
     return -0.5 * u * u - _LOG_SQRT_2PI
+
+
+def _gaussian_hazard(u: Tensor) -> Tensor:
+    """phi(u) / Phi(u); for u < -20 the inverse of the asymptotic series of Mills' ratio, where the
+    exact form cancels: R(a) = (1 - b + 3 b^2 - 15 b^3 + 105 b^4) / a, a = -u, b = 1 / a^2."""
+    a = (-u).clamp_min(20)
+    b = 1 / (a * a)
+    far = a / (1 - b * (1 - 3 * b * (1 - 5 * b * (1 - 7 * b))))
+    exact = torch.exp(_gaussian_log_density(u) - torch.special.log_ndtr(u))
+    return torch.where(u < -20, far, exact)
 
 
 def _reciprocal_log_cdf(u: Tensor) -> Tensor:
@@ -96,7 +110,7 @@ SIGMOIDS: dict[str, Sigmoid] = {
         _cauchy_log_cdf, _cauchy_hazard),
     "gaussian": Sigmoid(
         lambda u: 0.5 * torch.erfc(u * -math.sqrt(0.5)), lambda u, s: torch.exp(_gaussian_log_density(u)),
-        torch.special.log_ndtr, lambda u: torch.exp(_gaussian_log_density(u) - torch.special.log_ndtr(u))),
+        torch.special.log_ndtr, _gaussian_hazard),
     "reciprocal": Sigmoid(
         lambda u: 0.5 * (u / (2 + u.abs()) + 1), lambda u, s: 1 / (2 + u.abs()) ** 2,
         _reciprocal_log_cdf, _reciprocal_hazard),

@@ -33,9 +33,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from softtopk._checks import check_choice, check_index, check_positive_finite, check_scores
+from ._checks import check_positive_finite
+from ._conventions import check_ignore_index, check_reduction, check_weight, flatten, reduce
+from .relax.relaxation import masked_items
+from .targets import index_targets
 
-REDUCTIONS = ("mean", "sum", "none")
 _HARD_GAP = math.log(1000.0)
 _FAST_MAX_K = 10  # largest k for `_Margin`, whose backward can lose up to 2^k ulp
 
@@ -163,25 +165,48 @@ def _log_sigma(r: Tensor, k: int) -> Tensor:
 
 
 def smooth_topk_loss(input: Tensor, target: Tensor, k: int, tau: float = 1.0, alpha: float = 1.0,
-                     reduction: str = "mean") -> Tensor:
-    """Smooth top-k SVM loss of logits `input` [N, C] for labels `target` [N]; 1 <= k < C.
+                     reduction: str = "mean", *, weight: Tensor | None = None,
+                     ignore_index: int = -100) -> Tensor:
+    """Smooth top-k SVM loss of logits `input` for class indices `target`; 1 <= k < C.
 
-    Returns a scalar, or [N] for `reduction='none'`. Half-precision input is computed in float32.
+    Shapes, `weight`, `ignore_index` and `reduction` as in `torch.nn.functional.cross_entropy`: input
+    `[N, C]`, `[N, C, d1, ...]` or `[C]`, target `[N]`, `[N, d1, ...]` or `[]`. Returns a scalar, or the
+    target's shape for `reduction='none'`. Half-precision input is computed in float32.
     """
-    x, tau, alpha = _checked(input, target, k, tau, alpha, reduction)
-    _, index = _largest(x, target, k)
-    return _reduce(_smooth(x, index, k, tau, alpha), reduction)
+    return _loss(input, target, k, tau, alpha, reduction, weight, ignore_index, hard=False)
 
 
 def smooth_hard_topk_loss(input: Tensor, target: Tensor, k: int, tau: float = 1.0, alpha: float = 1.0,
-                          reduction: str = "mean") -> Tensor:
+                          reduction: str = "mean", *, weight: Tensor | None = None,
+                          ignore_index: int = -100) -> Tensor:
     """Smooth top-k SVM loss that switches per sample to the top-k hinge where the k-th and (k+1)-th
-    largest logits are at least k·τ·log(1000) apart. Shapes as `smooth_topk_loss`."""
-    x, tau, alpha = _checked(input, target, k, tau, alpha, reduction)
-    top, index = _largest(x, target, k)
-    hard = top[:, k - 1] - top[:, k] >= k * tau * _HARD_GAP
-    # where() passes zero gradient to the branch it does not pick; both branches are finite everywhere
-    return _reduce(torch.where(hard, _hinge(x, index, k, alpha), _smooth(x, index, k, tau, alpha)), reduction)
+    largest logits are at least k·τ·log(1000) apart. Arguments as `smooth_topk_loss`."""
+    return _loss(input, target, k, tau, alpha, reduction, weight, ignore_index, hard=True)
+
+
+def _loss(input: Tensor, target: Tensor, k: int, tau: float, alpha: float, reduction: str,
+          weight: Tensor | None, ignore_index: int, hard: bool) -> Tensor:
+    x, target, shape, tau, alpha = _checked(input, target, k, tau, alpha, reduction, ignore_index)
+    check_weight(weight, x.shape[1])
+    targets = index_targets(target, x.shape[1], weight, ignore_index, x.dtype)
+    safe = targets.classes[:, 0]
+    masked = masked_items(x)
+    if masked is not None:
+        # A masked (-inf) target has an infinite loss, as in cross-entropy. With at most k real classes
+        # the target is surely in the top k: the loss is its limit 0. Such rows run on finite stand-ins.
+        target_masked = masked.gather(1, safe[:, None])[:, 0]
+        settled = target_masked | ((~masked).sum(1) <= k)
+        x = x.masked_fill(settled[:, None], 0.0)
+    top, index = _largest(x, safe, k)
+    loss = _smooth(x, index, k, tau, alpha)
+    if hard:
+        is_hard = top[:, k - 1] - top[:, k] >= k * tau * _HARD_GAP
+        # where() passes zero gradient to the branch it does not pick; both branches are finite everywhere
+        loss = torch.where(is_hard, _hinge(x, index, k, alpha), loss)
+    if masked is not None:
+        loss = loss.masked_fill(settled, 0.0).masked_fill(target_masked, torch.inf)
+    rows = torch.where(targets.weights[:, 0] > 0, targets.weights[:, 0] * loss, 0.0)
+    return reduce(rows, targets.mean_weight, reduction, shape)
 
 
 def _largest(x: Tensor, target: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -220,12 +245,6 @@ def _others(x: Tensor, target: Tensor) -> Tensor:
     return x.gather(1, index + (index >= target[:, None]))
 
 
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    return loss.sum() if reduction == "sum" else loss
-
-
 def _check_params(k: object, tau: object, alpha: object, reduction: object) -> tuple[float, float]:
     """Checks of the arguments that do not depend on the data; returns tau and alpha as floats."""
     if isinstance(k, bool) or not isinstance(k, int):
@@ -237,43 +256,46 @@ def _check_params(k: object, tau: object, alpha: object, reduction: object) -> t
         raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
-    check_choice(reduction, "reduction", REDUCTIONS)
+    check_reduction(reduction)
     return tau, float(alpha)
 
 
-def _checked(input: object, target: object, k: object, tau: object, alpha: object,
-             reduction: object) -> tuple[Tensor, float, float]:
-    """Validates all arguments; returns the logits (half precision raised to float32), tau, alpha."""
-    check_scores(input, "input")
-    if input.dim() != 2:
-        raise ValueError(f"input must be 2-D logits [N, C], got shape {tuple(input.shape)}")
-    n_classes = input.shape[1]
-    check_index(target, input.shape[:1], n_classes, "target")
+def _checked(input: object, target: object, k: object, tau: object, alpha: object, reduction: object,
+             ignore_index: object) -> tuple[Tensor, Tensor, tuple[int, ...], float, float]:
+    """Validates all arguments; returns the logits `[M, C]` (half precision raised to float32), the
+    targets `[M]`, the shape of per-prediction results, tau and alpha."""
     tau, alpha = _check_params(k, tau, alpha, reduction)
+    check_ignore_index(ignore_index)
+    x, target, shape = flatten(input, target, dense=False)
+    n_classes = x.shape[1]
     if k >= n_classes:
-        raise ValueError(f"k must be < C, the number of classes (input.shape[1] = {n_classes}): the "
-                         f"loss compares the label with k others, so it needs C >= k + 1; got k = {k}")
-    x = input.float() if torch.finfo(input.dtype).bits < 32 else input
-    return x, tau, alpha
+        raise ValueError(f"k must be < C, the number of classes ({n_classes}): the loss compares the "
+                         f"label with k others, so it needs C >= k + 1; got k = {k}")
+    x = x.float() if torch.finfo(x.dtype).bits < 32 else x
+    return x, target, shape, tau, alpha
 
 
 class _TopKSVMLoss(torch.nn.Module):
     """Holds the checked parameters; subclasses name the functional loss they apply."""
 
-    def __init__(self, k: int, tau: float = 1.0, alpha: float = 1.0, reduction: str = "mean") -> None:
+    def __init__(self, k: int, tau: float = 1.0, alpha: float = 1.0, reduction: str = "mean", *,
+                 weight: Tensor | None = None, ignore_index: int = -100) -> None:
         super().__init__()
         self.tau, self.alpha = _check_params(k, tau, alpha, reduction)
-        self.k, self.reduction = k, reduction
+        check_weight(weight)
+        self.register_buffer("weight", weight)
+        self.k, self.reduction, self.ignore_index = k, reduction, check_ignore_index(ignore_index)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        return self.loss_fn(input, target, self.k, self.tau, self.alpha, self.reduction)
+        return self.loss_fn(input, target, self.k, self.tau, self.alpha, self.reduction, weight=self.weight,
+                            ignore_index=self.ignore_index)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, tau={self.tau}, alpha={self.alpha}, reduction={self.reduction!r}"
 
 
 class SmoothTopKLoss(_TopKSVMLoss):
-    """Smooth top-k SVM loss, `(input[N, C], target[N]) -> loss`; see `smooth_topk_loss`."""
+    """Smooth top-k SVM loss, `(input [N, C, ...], target [N, ...]) -> loss`; see `smooth_topk_loss`."""
 
     loss_fn = staticmethod(smooth_topk_loss)
 

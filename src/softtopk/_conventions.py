@@ -1,0 +1,71 @@
+"""The conventions of `torch.nn.CrossEntropyLoss` that every loss here follows: the shapes of input
+and target, per-class weights, `ignore_index` and the reductions."""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_choice, check_scores
+
+Tensor = torch.Tensor
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(reduction: object) -> str:
+    return check_choice(reduction, "reduction", REDUCTIONS)
+
+
+def check_ignore_index(ignore_index: object) -> int:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
+    return ignore_index
+
+
+def check_weight(weight: Tensor | None, classes: int | None = None) -> None:
+    """None, or a 1-D floating-point tensor of per-class weights (`classes` entries, if given)."""
+    if weight is None:
+        return
+    if not isinstance(weight, Tensor) or not weight.is_floating_point() or weight.dim() != 1:
+        raise TypeError("weight must be a 1-D floating-point tensor of per-class weights")
+    if classes is not None and weight.shape[0] != classes:
+        raise ValueError(f"weight must have one entry per class, C = {classes}, got {weight.shape[0]}")
+
+
+def flatten(input: Tensor, target: Tensor, dense: bool = True) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """Class dimension last, one row per prediction: `[M, C]` logits, the target as `[M]` class
+    indices or (with `dense`) `[M, C]` probabilities or booleans, and the shape of per-prediction
+    results. Input `[C]`, `[N, C]` or `[N, C, d1, ...]`; class-index targets have the input's shape
+    without the class dimension, dense targets the input's shape."""
+    check_scores(input, "input")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    is_dense = target.is_floating_point() or target.dtype == torch.bool
+    if target.is_complex() or (is_dense and not dense):
+        kinds = "class indices, probabilities or booleans" if dense else "integer class indices"
+        raise TypeError(f"target must hold {kinds}, got dtype {target.dtype}")
+    class_dim = 0 if input.dim() == 1 else 1
+    per_prediction = tuple(s for d, s in enumerate(input.shape) if d != class_dim)
+    expected = tuple(input.shape) if is_dense else per_prediction
+    if tuple(target.shape) != expected:
+        kind = "probabilities or booleans" if is_dense else "class indices"
+        raise ValueError(f"target of {kind} must have shape {expected} for input of shape "
+                         f"{tuple(input.shape)} (classes in dimension {class_dim}), "
+                         f"got {tuple(target.shape)}")
+    classes = input.shape[class_dim]
+    if input.dim() > 2:
+        input = input.movedim(1, -1)
+        target = target.movedim(1, -1) if is_dense else target
+    flat = target.reshape(-1, classes) if is_dense else target.reshape(-1)
+    return input.reshape(-1, classes), flat, per_prediction
+
+
+def reduce(rows: Tensor, mean_weight: Tensor, reduction: str, shape: tuple[int, ...]) -> Tensor:
+    """Per-row losses `[M]` -> the reduction; 'mean' divides by the summed `mean_weight`. With no
+    counted row 'mean' is NaN, as in cross-entropy, but with a zero gradient rather than NaN."""
+    if reduction == "none":
+        return rows.reshape(shape)
+    total = rows.sum()
+    if reduction == "sum":
+        return total
+    count = mean_weight.sum()
+    return torch.where(count > 0, total / torch.where(count > 0, count, 1), torch.nan)
