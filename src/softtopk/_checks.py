@@ -4,6 +4,7 @@ that names the argument and the form it expects."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -56,19 +57,22 @@ def check_index(index: object, batch_shape: torch.Size, n: int, name: str = "ind
     if index.shape != batch_shape:
         raise ValueError(f"{name} must have shape {tuple(batch_shape)} (the scores' batch shape), "
                          f"got {tuple(index.shape)}")
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
-        raise ValueError(f"{name} values must lie in [0, {n}), got range "
-                         f"[{int(index.min())}, {int(index.max())}]")
+    check_none((index < 0) | (index >= n), f"{name} values must lie in [0, {n})",
+               lambda: f", got range [{int(index.min())}, {int(index.max())}]")
     return index
 
 
-def check_target_range(target: torch.Tensor, valid: torch.Tensor, classes: int, ignore_index: int) -> None:
-    """Class indices in [0, classes) wherever `valid`. A ValueError on the CPU; elsewhere, and under
-    torch.compile, a device-side assertion (as `cross_entropy` makes), so that nothing waits for the
-    device."""
-    bad = valid & ((target < 0) | (target >= classes))
-    message = f"target values must lie in [0, {classes}) or equal ignore_index = {ignore_index}"
-    if torch.compiler.is_compiling() or target.device.type != "cpu":
+def check_none(bad: torch.Tensor, message: str, detail: Callable[[], str] = str) -> None:
+    """Raise ValueError(message + detail()) if any of `bad` is True. Where that would wait for the
+    device, and under torch.compile, a device-side assertion with `message` instead (as
+    `cross_entropy` makes)."""
+    if torch.compiler.is_compiling() or bad.device.type != "cpu":
         torch._assert_async(~bad.any(), message)
     elif bool(bad.any()):
-        raise ValueError(message)
+        raise ValueError(message + detail())
+
+
+def check_target_range(target: torch.Tensor, valid: torch.Tensor, classes: int, ignore_index: int) -> None:
+    """Class indices in [0, classes) wherever `valid`."""
+    check_none(valid & ((target < 0) | (target >= classes)),
+               f"target values must lie in [0, {classes}) or equal ignore_index = {ignore_index}")

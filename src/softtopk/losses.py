@@ -135,8 +135,17 @@ def _log_softmax_at(scores: Tensor, label: Tensor) -> Tensor:
     return scores.gather(1, label) - scores.logsumexp(1, keepdim=True)
 
 
-def _constant(values: Sequence[float], like: Tensor) -> Tensor:
-    return torch.tensor(values, dtype=like.dtype, device=like.device)
+_CONSTANTS: dict[tuple, Tensor] = {}
+
+
+def _constant(values: tuple[float, ...], like: Tensor) -> Tensor:
+    """`values` as a tensor on `like`'s device and dtype, made once: no copy to the device per call."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(values, dtype=like.dtype, device=like.device)
+    key = (values, like.dtype, like.device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
+    return _CONSTANTS[key]
 
 
 def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
@@ -164,8 +173,8 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
     log_space = cfg.eps == 0
     ranks = cfg.item_ranks(scores.contiguous(), label, k, log=log_space) if any(cfg.rank_weights) else None
     if log_space:
-        terms = [] if ranks is None else [ranks + _constant([math.log(w) if w > 0 else -math.inf
-                                                             for w in cfg.rank_weights], ranks)]
+        log_weights = tuple(math.log(w) if w > 0 else -math.inf for w in cfg.rank_weights)
+        terms = [] if ranks is None else [ranks + _constant(log_weights, ranks)]
         if cfg.top1_mode == "sm" and p1 > 0:
             terms.append(log_softmax[..., None] + math.log(p1))
         # A masked target has no finite term: it gets +inf below, with zero gradient.

@@ -8,8 +8,6 @@ holds rank `r` (rank 0 = largest). Every layer holds at least one comparator.
 
 from __future__ import annotations
 
-from functools import cache
-
 from softtopk._checks import check_choice, check_k
 
 Comparator = tuple[int, int]
@@ -41,8 +39,18 @@ def sorting_network(kind: str, n: int, k: int | None = None) -> Network:
     return _build(kind, n, k)
 
 
-@cache
+# A plain dict, not functools.cache: torch.compile then reads a built network instead of tracing the build.
+_NETWORKS: dict[tuple[str, int, int | None], Network] = {}
+
+
 def _build(kind: str, n: int, k: int | None) -> Network:
+    network = _NETWORKS.get((kind, n, k))
+    if network is None:
+        network = _NETWORKS[kind, n, k] = _layout(kind, n, k)
+    return network
+
+
+def _layout(kind: str, n: int, k: int | None) -> Network:
     if kind == "bitonic":
         layers = _bitonic(n)
     elif kind == "odd_even":

@@ -17,7 +17,6 @@ contiguous blocks of `C x B` values.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
@@ -40,7 +39,6 @@ class _Plan:
     output: Tensor
 
 
-@lru_cache(maxsize=256)
 def _plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
     layout = list(range(n))  # layout[p] = wire at position p
     gathers, inverse_gathers, sizes = [], [], []
@@ -188,10 +186,16 @@ class _LogNetwork(torch.autograd.Function):
         return grad, grad_mass, None, None, None, None, None
 
 
-@torch.compiler.disable
+_PLANS: dict[tuple[str, int, int, torch.device], _Plan] = {}
+
+
 def _cached_plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
-    """The plan, looked up outside any compiled graph (tracing its construction is slow)."""
-    return _plan(kind, n, k, device)
+    """The plan, built once per (kind, n, k, device). A plain dict, so that torch.compile reads a plan
+    built before (and traces the build only the first time) without a graph break."""
+    plan = _PLANS.get((kind, n, k, device))
+    if plan is None:
+        plan = _PLANS[kind, n, k, device] = _plan(kind, n, k, device)
+    return plan
 
 
 def _linear_channels(scores: Tensor) -> tuple[Tensor, bool]:
