@@ -152,8 +152,8 @@ def test_exact_loss_is_the_default_without_the_epsilon(method):
     target = torch.randint(0, 30, (16,), generator=g)
     ce = F.cross_entropy(logits, target, reduction="none")
     for mode in ("sm", "smce", "sort"):
-        exact = loss_fn(method, 12, eps=0.0, top1_mode=mode, reduction="none")(logits, target)
-        default = loss_fn(method, 12, top1_mode=mode, reduction="none")(logits, target)
+        exact = loss_fn(method, eps=0.0, top1_mode=mode, reduction="none")(logits, target)
+        default = loss_fn(method, top1_mode=mode, reduction="none")(logits, target)
         share = 0.5 if mode == "smce" else 0.0  # smce: P_K(1) CE + (1 - P_K(1)) (-log p of k >= 2)
         p = torch.exp(-(exact - share * ce) / (1 - share))
         expected = share * ce + (1 - share) * -torch.log(p * (1 - 2e-7) + 1e-7)
@@ -220,3 +220,16 @@ def test_property_masks_ignores_and_scales_stay_finite(method, m, eps, scale, se
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all() and (x.grad[masked] == 0).all()
     assert (x.grad[:ignored] == 0).all()
+
+
+def test_padded_top_indices_equal_topk():
+    """The CPU path pads rows to 64 k columns; rows with fewer than k finite logits get -inf classes."""
+    from softtopk.losses import _top_indices
+
+    logits = torch.randn(6, 700)
+    logits[0, 5:] = -torch.inf  # five finite logits, k = 16
+    top = _top_indices(logits, 16)
+    expected = logits.topk(16, dim=1)
+    torch.testing.assert_close(logits.gather(1, top), expected.values)
+    torch.testing.assert_close(top[1:], expected.indices[1:])
+    assert (top < 700).all() and set(top[0, :5].tolist()) == set(range(5))

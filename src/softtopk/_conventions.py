@@ -61,11 +61,9 @@ def flatten(input: Tensor, target: Tensor, dense: bool = True) -> tuple[Tensor, 
 
 def reduce(rows: Tensor, mean_weight: Tensor, reduction: str, shape: tuple[int, ...]) -> Tensor:
     """Per-row losses `[M]` -> the reduction; 'mean' divides by the summed `mean_weight`. With no
-    counted row 'mean' is NaN, as in cross-entropy, but with a zero gradient rather than NaN."""
+    counted row 'mean' is 0/0 = NaN, as in cross-entropy; its gradient is zero, not NaN, as long as
+    the rows of uncounted predictions are selected away with `where` (not multiplied by 0)."""
     if reduction == "none":
         return rows.reshape(shape)
     total = rows.sum()
-    if reduction == "sum":
-        return total
-    count = mean_weight.sum()
-    return torch.where(count > 0, total / torch.where(count > 0, count, 1), torch.nan)
+    return total if reduction == "sum" else total / mean_weight.sum()

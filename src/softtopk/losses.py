@@ -111,18 +111,31 @@ def make_config(
                    eps, label_smoothing)
 
 
+def _top_indices(logits: Tensor, k: int) -> Tensor:
+    """`logits.topk(k, dim=1).indices`, faster on the CPU: its topk switches to a heap at C >= 64 k,
+    which is faster from about 38 k columns on, so such rows are padded with -inf to 64 k columns."""
+    classes = logits.shape[1]
+    if logits.device.type != "cpu" or torch.compiler.is_compiling() or not 38 * k <= classes < 64 * k:
+        return logits.topk(k, dim=1).indices
+    top = F.pad(logits, (0, 64 * k - classes), value=-torch.inf).topk(k, dim=1).indices
+    padding = top >= classes  # only in rows with fewer than k finite logits; any -inf class serves
+    if bool(padding.any()):
+        top = torch.where(padding, logits.argmin(1, keepdim=True), top)
+    return top
+
+
 def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
     """Logits of the J target classes followed by the m-J highest other classes, descending.
     [M, C], [M, J] -> [M, m]"""
     j = classes.shape[1]
     with torch.no_grad():
         if j == 1:
-            top = logits.topk(m, dim=1).indices
+            top = _top_indices(logits, m)
             # Column i of the others is column i of top, or i + 1 once the true class has been passed.
             passed = (top[:, : m - 1] == classes).cumsum(dim=1)
             others = top.gather(1, passed + torch.arange(m - 1, device=top.device))
         else:
-            others = logits.scatter(1, classes, -torch.inf).topk(m - j, dim=1).indices
+            others = _top_indices(logits.scatter(1, classes, -torch.inf), m - j)
         kept = torch.cat([classes, others], dim=1)
     return logits.gather(1, kept)
 
@@ -225,7 +238,8 @@ def topk_loss(
                                label_smoothing=cfg.label_smoothing)
     with torch.autocast(logits.device.type, enabled=False):  # the relaxation runs in float32 or float64
         losses = class_losses(logits, t.classes, cfg)
-        rows = torch.where(t.weights > 0, t.weights * losses, 0.0).sum(1)
+        contributions = torch.where(t.weights > 0, t.weights * losses, 0.0)
+        rows = contributions[:, 0] if contributions.shape[1] == 1 else contributions.sum(1)
         if cfg.label_smoothing > 0:
             smooth = torch.where(t.smooth_weight > 0, t.smooth_weight * _smoothing_term(logits, weight), 0.0)
             rows = (1 - cfg.label_smoothing) * rows + cfg.label_smoothing * smooth

@@ -104,7 +104,8 @@ def _optimal_hazard(u: Tensor) -> Tensor:
 
 SIGMOIDS: dict[str, Sigmoid] = {
     "logistic": Sigmoid(
-        torch.sigmoid, lambda u, s: s * (1 - s), F.logsigmoid, lambda u: torch.sigmoid(-u)),
+        torch.sigmoid, lambda u, s: torch.addcmul(s, s, s, value=-1),  # s (1 - s) in one op
+        F.logsigmoid, lambda u: torch.sigmoid(-u)),
     "cauchy": Sigmoid(
         lambda u: torch.atan(u) / math.pi + 0.5, lambda u, s: 1 / (math.pi * (1 + u * u)),
         _cauchy_log_cdf, _cauchy_hazard),
@@ -126,18 +127,21 @@ class Distribution(NamedTuple):
     sigmoid: Sigmoid
     phi: bool  # the activation replacement trick
 
-    def argument(self, d: Tensor, beta: float, lam: float) -> tuple[Tensor, Tensor | float]:
-        """`u` and `du / dd` (a float for the plain argument, a tensor for the trick)."""
+    def argument(self, d: Tensor, beta: float, lam: float,
+                 slope: bool = True) -> tuple[Tensor, Tensor | float]:
+        """`u` and, with `slope`, `du / dd` (a float for the plain argument, a tensor for the trick)."""
         if not self.phi:
             return d * -beta, -beta
-        t = d.abs() + _ART_EPS
-        scale = t.pow(-lam) * -beta
+        t = d.abs().add_(_ART_EPS)
+        scale = t.pow(-lam).mul_(-beta)
+        if not slope:
+            return d * scale, 0.0
         # du/dd = -beta t^-lam (1 - lam |d| / t) = -beta t^-lam ((1 - lam) + lam eps / t)
-        return d * scale, scale * (lam * _ART_EPS / t + (1 - lam))
+        return d * scale, torch.addcdiv(scale * (1 - lam), scale, t, value=lam * _ART_EPS)
 
     def swap(self, d: Tensor, beta: float, lam: float) -> Tensor:
         """sigma = F(u(d))."""
-        return self.sigmoid.cdf(self.argument(d, beta, lam)[0])
+        return self.sigmoid.cdf(self.argument(d, beta, lam, slope=False)[0])
 
     def swap_and_slope(self, d: Tensor, beta: float, lam: float) -> tuple[Tensor, Tensor]:
         """sigma and d sigma / dd."""

@@ -49,8 +49,9 @@ def index_targets(target: Tensor, classes: int, weight: Tensor | None, ignore_in
     valid = target != ignore_index
     check_target_range(target, valid, classes, ignore_index)
     safe = torch.where(valid, target, 0)[:, None]
-    row = valid.to(dtype) * _class_weight(weight, safe[:, 0], dtype)
-    return Targets(safe, row[:, None], valid[:, None], valid.to(dtype), row)
+    counted = valid.to(dtype)
+    row = counted if weight is None else counted * _class_weight(weight, safe[:, 0], dtype)
+    return Targets(safe, row[:, None], valid[:, None], counted, row)
 
 
 def _padded_classes(key: Tensor, count: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
