@@ -122,5 +122,12 @@ def test_bad_arguments(kwargs, message):
         load_radicals(**kwargs)
 
 
+def test_licences_are_shipped():
+    licence = radicals.resources.files("softtopk.experiments").joinpath(
+        "data", "RADICALS_LICENSE.txt").read_text(encoding="utf-8")
+    assert "UNICODE, INC. LICENSE AGREEMENT" in licence and "ARPHIC PUBLIC LICENSE" in licence
+    assert "Apache-2.0 or GPL-3+ with Font exception" in licence
+
+
 def test_radical_names():
     assert radical_name(1) == "1 ⼀ one" and radical_name(214) == "214 ⿕ flute"
