@@ -91,14 +91,14 @@ class _Tables:
 def _tables(kind: str, n: int, k: int, device: torch.device) -> _Tables:
     network = sorting_network(kind, n, k)
     width = triton.next_power_of_2(max((len(layer) for layer in network), default=1))
-    pairs = torch.zeros(max(len(network), 1), 2, width, dtype=torch.int32)
+    padding = [0] * width
+    pairs = [[([lo for lo, _ in layer] + padding)[:width], ([hi for _, hi in layer] + padding)[:width]]
+             for layer in network] or [[padding, padding]]
     starts = [0]
-    for index, layer in enumerate(network):
-        for j, (lo, hi) in enumerate(layer):
-            pairs[index, 0, j], pairs[index, 1, j] = lo, hi
+    for layer in network:
         starts.append(starts[-1] + len(layer))
-    starts_tensor = torch.tensor(starts, dtype=torch.int32, device=device)
-    return _Tables(pairs.to(device), starts_tensor, width, starts[-1])
+    return _Tables(torch.tensor(pairs, dtype=torch.int32, device=device),
+                   torch.tensor(starts, dtype=torch.int32, device=device), width, starts[-1])
 
 
 def _sigmoid_id(dist: Distribution) -> int:
@@ -234,19 +234,23 @@ def _log_cdf_and_hazard(u, SIGMOID: tl.constexpr):
 
 
 @triton.jit
-def _copy(dst, dst_sp, dst_sc, src, src_sp, src_sc, src_sb, rows, fill, channels, B,
-          WIDTH: tl.constexpr, BLOCK_B: tl.constexpr):
+def _copy(dst, dst_sp, dst_sc, src, src_sp, src_sc, src_sb, rows, fill, channels, n, B,
+          FLIP_SRC: tl.constexpr, FLIP_DST: tl.constexpr, WIDTH: tl.constexpr, BLOCK_B: tl.constexpr):
     """dst[p, c, b] = src[p, c, b] for p < rows, 0 for rows <= p < fill (c < channels), on this
-    program's columns; dst is contiguous along b, the other strides are any (negative ones too)."""
+    program's columns; a flipped side reads row p as row n - 1 - p (ranks from wires). dst is
+    contiguous along b, the other strides are any."""
     cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     b_ok = (cols < B)[None, :]
     cols = cols.to(tl.int64)[None, :]
     for p0 in range(0, fill, WIDTH):
         p = (p0 + tl.arange(0, WIDTH)).to(tl.int64)[:, None]
         into = (p < fill) & b_ok
+        src_row = n - 1 - p if FLIP_SRC else p
+        dst_row = n - 1 - p if FLIP_DST else p
         for c in range(channels):
-            x = tl.load(src + p * src_sp + c * src_sc + cols * src_sb, mask=into & (p < rows), other=0.0)
-            tl.store(dst + p * dst_sp + c * dst_sc + cols, x, mask=into)
+            x = tl.load(src + src_row * src_sp + c * src_sc + cols * src_sb, mask=into & (p < rows),
+                        other=0.0)
+            tl.store(dst + dst_row * dst_sp + c * dst_sc + cols, x, mask=into)
 
 
 @triton.jit
@@ -278,8 +282,9 @@ def _forward_kernel(
     SCALARS: tl.constexpr = 4 if LOG else 2
     C = L + J
     S = L + (2 * J if LOG else J) + SCALARS
-    _copy(work, C * B, B, linear_in, lin_sp, lin_sc, lin_sb, n, n, L, B, WIDTH, BLOCK_B)
-    _copy(work + L * B, C * B, B, mass_in, mass_sp, mass_sc, mass_sb, n, n, J, B, WIDTH, BLOCK_B)
+    _copy(work, C * B, B, linear_in, lin_sp, lin_sc, lin_sb, n, n, L, n, B, False, False, WIDTH, BLOCK_B)
+    _copy(work + L * B, C * B, B, mass_in, mass_sp, mass_sc, mass_sb, n, n, J, n, B, False, False,
+          WIDTH, BLOCK_B)
     tl.debug_barrier()
     for layer in range(layers):
         at_lo, at_hi, row, ok = _layer_tile(pairs, starts, layer, C, S, B, WIDTH, BLOCK_B)
@@ -344,9 +349,9 @@ def _forward_kernel(
                 if SAVE:
                     tl.store(saved + row + c * B, dm, mask=ok)
         tl.debug_barrier()
-    top = work + (n - 1) * C * B  # rank r = wire n - 1 - r
-    _copy(out_linear, out_lin_sp, B, top, -C * B, B, 1, k, k, L, B, WIDTH, BLOCK_B)
-    _copy(out_mass, out_mass_sp, B, top + L * B, -C * B, B, 1, k, k, J, B, WIDTH, BLOCK_B)
+    # rank r = wire n - 1 - r
+    _copy(out_linear, out_lin_sp, B, work, C * B, B, 1, k, k, L, n, B, True, False, WIDTH, BLOCK_B)
+    _copy(out_mass, out_mass_sp, B, work + L * B, C * B, B, 1, k, k, J, n, B, True, False, WIDTH, BLOCK_B)
 
 
 @triton.jit
@@ -361,9 +366,9 @@ def _backward_kernel(
     SCALARS: tl.constexpr = 4 if LOG else 2
     C = L + J
     S = L + (2 * J if LOG else J) + SCALARS
-    top = grad + (n - 1) * C * B  # rank r = wire n - 1 - r
-    _copy(top, -C * B, B, grad_linear, gl_sp, gl_sc, gl_sb, k, n, L, B, WIDTH, BLOCK_B)
-    _copy(top + L * B, -C * B, B, grad_mass, gm_sp, gm_sc, gm_sb, k, n, J, B, WIDTH, BLOCK_B)
+    # rank r = wire n - 1 - r
+    _copy(grad, C * B, B, grad_linear, gl_sp, gl_sc, gl_sb, k, n, L, n, B, False, True, WIDTH, BLOCK_B)
+    _copy(grad + L * B, C * B, B, grad_mass, gm_sp, gm_sc, gm_sb, k, n, J, n, B, False, True, WIDTH, BLOCK_B)
     tl.debug_barrier()
     for step in range(layers):
         at_lo, at_hi, row, ok = _layer_tile(pairs, starts, layers - 1 - step, C, S, B, WIDTH, BLOCK_B)
