@@ -1,6 +1,7 @@
-"""The Triton backend of the sorting networks against the torch path, under Triton's interpreter.
+"""The Triton backend of the sorting networks against the torch path: with CUDA, the compiled kernels
+on CUDA tensors; without, Triton's interpreter on CPU tensors.
 
-The interpreter runs the kernels on CPU tensors (slowly), so the cases are small: every kind x
+The interpreter runs the kernels slowly, so the cases are small: every kind x
 sigmoid on a few items, and a handful of cases at the paper's sizes. The reference is the torch path
 in float64, and the kernel (float32) must agree with it to 1e-5, or where the torch path's own float32
 result is further off (ill-conditioned comparators: close scores, logistic_phi, large log masses), to
@@ -17,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-pytest.importorskip("triton")
+pytest.importorskip("triton", exc_type=ImportError)  # absent, or an install that cannot load
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes  # noqa: E402
 from triton.runtime import interpreter  # noqa: E402
 
@@ -29,17 +30,21 @@ from softtopk.sigmoids import DISTRIBUTIONS  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
 
 KINDS = ("bitonic", "odd_even", "splitter_selection")
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 @pytest.fixture(scope="module")
 def backend():
-    """The backend module, imported under the interpreter; both variables are restored afterwards."""
+    """The backend module, imported under the interpreter on a CPU-only machine; both variables are
+    restored afterwards."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRITON_INTERPRET", "1")
+        if DEVICE.type == "cpu":
+            mp.setenv("TRITON_INTERPRET", "1")
         mp.setenv("SOFTTOPK_BACKEND", "triton")
         module = importlib.import_module("softtopk.relax.network_triton")
-        assert module.INTERPRETED, "network_triton was imported before TRITON_INTERPRET=1 was set"
+        if DEVICE.type == "cpu":
+            assert module.INTERPRETED, "network_triton was imported before TRITON_INTERPRET=1 was set"
         yield module
 
 
@@ -68,22 +73,22 @@ def _scores(batch: int, n: int, masked: bool, seed: int) -> torch.Tensor:
     if masked:  # a masked item in every row, and a second one in row 0
         scores[torch.arange(batch), torch.randint(0, n, (batch,), generator=g)] = -torch.inf
         scores[0, n // 2] = -torch.inf
-    return scores
+    return scores.to(DEVICE)
 
 
 def _index(batch: int, n: int, j: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed + 1)
-    return torch.stack([torch.randperm(n, generator=g)[:j] for _ in range(batch)])
+    return torch.stack([torch.randperm(n, generator=g)[:j] for _ in range(batch)]).to(DEVICE)
 
 
 def _value_and_grad(fn, scores: torch.Tensor, dtype: torch.dtype, seed: int):
-    """fn(scores) and the gradient of a random weighting of its finite entries."""
+    """fn(scores) and the gradient of a random weighting of its finite entries, on the CPU."""
     x = scores.to(dtype, copy=True).requires_grad_()
     out = fn(x)
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed + 2), dtype=torch.float64)
     finite = torch.isfinite(out)
-    (out.masked_fill(~finite, 0) * weights.to(dtype)).sum().backward()
-    return out.detach(), x.grad
+    (out.masked_fill(~finite, 0) * weights.to(out)).sum().backward()
+    return out.detach().cpu(), x.grad.cpu()
 
 
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor, torch_float32: torch.Tensor) -> None:
@@ -165,8 +170,8 @@ def test_functions_gradients_of_every_channel(log: bool, masked: bool, launches,
     n, batch, mass_channels = 9, 4, 3
     g = torch.Generator().manual_seed(5)
     linear, _ = sn._linear_channels(_scores(batch, n, masked, seed=5))
-    mass = torch.randn(n, mass_channels, batch, generator=g, dtype=torch.float64)
-    plan = sn._plan("splitter_selection", n, 4, torch.device("cpu"))
+    mass = torch.randn(n, mass_channels, batch, generator=g, dtype=torch.float64).to(DEVICE)
+    plan = sn._plan("splitter_selection", n, 4, DEVICE)
     dist = DISTRIBUTIONS["reciprocal"]
 
     def run(dtype: torch.dtype, backend: str = "triton"):
@@ -177,9 +182,9 @@ def test_functions_gradients_of_every_channel(log: bool, masked: bool, launches,
         else:
             outs = (sn._LinearNetwork.apply(torch.cat(inputs, 1), plan, dist, 1.5, 0.0, masked),)
         g = torch.Generator().manual_seed(6)
-        weights = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(dtype) for o in outs]
+        weights = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o) for o in outs]
         sum((o * w).sum() for o, w in zip(outs, weights, strict=True)).backward()
-        return [o.detach() for o in outs], [x.grad for x in inputs]
+        return [o.detach().cpu() for o in outs], [x.grad.cpu() for x in inputs]
 
     expected, torch_float32, actual = run(torch.float64), run(torch.float32, "torch"), run(torch.float32)
     for a, e, t in zip(sum(actual, []), sum(expected, []), sum(torch_float32, []), strict=True):
@@ -216,9 +221,9 @@ def aten_ops(backend, monkeypatch):
 def test_network_dispatches_four_ops(aten_ops) -> None:
     """Forward + backward of a network: three buffers and one gradient, against ~30 ops per layer on
     the torch path."""
-    state = torch.randn(16, 2, 40, requires_grad=True)
-    plan = sn._plan("splitter_selection", 16, 5, torch.device("cpu"))
-    grad_out = torch.randn(5, 2, 40)
+    state = torch.randn(16, 2, 40, device=DEVICE, requires_grad=True)
+    plan = sn._plan("splitter_selection", 16, 5, DEVICE)
+    grad_out = torch.randn(5, 2, 40, device=DEVICE)
     dist = DISTRIBUTIONS["logistic_phi"]
     with aten_ops() as ops:
         sn._LinearNetwork.apply(state, plan, dist, 1.0, 0.25, False).backward(grad_out)
@@ -228,7 +233,8 @@ def test_network_dispatches_four_ops(aten_ops) -> None:
 def test_loss_at_imagenet_1k(aten_ops, monkeypatch, capsys) -> None:
     """The whole loss at the ImageNet-1K setting equals the torch path's, and its op count is reported."""
     g = torch.Generator().manual_seed(7)
-    logits, target = torch.randn(500, 1000, generator=g), torch.randint(0, 1000, (500,), generator=g)
+    logits = torch.randn(500, 1000, generator=g).to(DEVICE)
+    target = torch.randint(0, 1000, (500,), generator=g).to(DEVICE)
     loss_fn = softtopk.TopKCrossEntropyLoss([0.2] * 5, "splitter_selection", m=16,
                                             distribution="logistic_phi")
     results = {}
@@ -251,24 +257,24 @@ def test_backend_choice(backend, launches, monkeypatch) -> None:
     scores = _scores(2, 6, False, seed=8).float()
     index = _index(2, 6, 1, seed=8)
 
-    def run():
-        sn.item_ranks(scores, index, 3, "bitonic", 1.0, "cauchy", 0.25)
-
-    for choice in ("torch", "auto"):  # auto: CPU tensors always on the torch path
+    def runs(choice: str, x: torch.Tensor = scores) -> int:
+        """How often the kernel ran for one call under SOFTTOPK_BACKEND=choice."""
         monkeypatch.setenv("SOFTTOPK_BACKEND", choice)
-        run()
-    monkeypatch.setenv("SOFTTOPK_BACKEND", "triton")
-    sn.item_ranks(scores.double(), index, 3, "bitonic", 1.0, "cauchy", 0.25)  # float64: the torch path
-    assert sum(launches.values()) == 0
-    run()
-    assert launches["linear_forward"] == 1
-    monkeypatch.setenv("SOFTTOPK_BACKEND", "Triton")
+        before = launches["linear_forward"]
+        sn.item_ranks(x, index, 3, "bitonic", 1.0, "cauchy", 0.25)
+        return launches["linear_forward"] - before
+
+    assert runs("torch") == 0
+    assert runs("auto") == (DEVICE.type == "cuda" and backend.VERIFIED_ON_GPU)  # never on CPU tensors
+    assert runs("triton", scores.double()) == 0  # float64: the torch path
+    assert runs("triton") == 1
     with pytest.raises(ValueError, match="SOFTTOPK_BACKEND must be one of 'auto', 'torch', 'triton'"):
-        run()
+        runs("Triton")
 
 
 def test_backend_selection_rules(backend, monkeypatch) -> None:
     assert backend.selected("cuda", torch.float32, "auto") is backend.VERIFIED_ON_GPU
+    assert not backend.selected("cpu", torch.float32, "auto")
     assert backend.selected("cuda", torch.float32, "triton")
     assert not backend.selected("cuda", torch.float64, "triton")
     with pytest.raises(RuntimeError, match="runs on CUDA tensors"):

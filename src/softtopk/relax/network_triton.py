@@ -6,22 +6,21 @@ Program layout: program `p` owns the batch columns `[p * BLOCK_B, (p + 1) * BLOC
 synchronisation. The state lives in a scratch buffer in global memory (L1/L2-resident: a program's
 columns of a small network are a few kB), by wire; rank r is read from wire n-1-r. A layer is a
 tile `[WIDTH, BLOCK_B]` of comparators x columns: the comparators' min and max wires come from a
-table (built once per network and device), each element loads its two wires, mixes them and stores
-them back. Comparators
-of a layer are disjoint, so the loads and stores of a layer never overlap; a barrier separates
-layers. The values (and mask) channels are one 2-D tile that decides the swaps; the mass channels
-follow in chunks of `C_BLOCK` channels as 3-D tiles `[WIDTH, C_BLOCK, BLOCK_B]`.
+table (built once per network and device), and each element loads its two wires, mixes them and
+stores them back, first the values (and mask) channels, which decide the swap, then the mass
+channels one at a time with the same swap. Comparators of a layer are disjoint, so its loads and
+stores never overlap; a barrier separates layers.
 
 Saved, not recomputed: the backward of a layer needs the differences `d` of every linear channel
 before it (and, for log masses, the masses before it), which only a re-run of the network up to
 that layer could give back (O(layers^2) work, or checkpoints). The forward writes them once, with the
 comparator's swap and slope, as one row per comparator and column `[T, S, B]` (T comparators); the
-backward reads each row once. Both are coalesced along the batch and small: at the ImageNet-1K
-setting (splitter selection, 50 comparators, values + one mass channel, B = 500) 1.6 MB in all.
-What is cheap to recompute from the saved row is recomputed: the swap `exp(log swap)` and the total
-masses of the log network.
+backward reads each row once. Both passes are coalesced along the batch, and the rows are small: at
+the ImageNet-1K setting (splitter selection, 50 comparators, values + one mass channel, B = 500)
+400 kB, next to one layer's latency negligible traffic. What is cheap to recompute from a saved row
+is recomputed: the swap `exp(log swap)` and the total masses of the log network.
 
-The kernel computes in float32 (its sigmoids are accurate to float32, with Triton's elementwise
+The kernel computes in float32 (its sigmoids are accurate to float32, from Triton's elementwise
 maths only), so float64 states stay on the torch path.
 """
 
@@ -50,7 +49,8 @@ first imported), which runs them on CPU tensors."""
 
 BLOCK_B = 32  # batch columns per program: 128 bytes of float32, one coalesced segment
 NUM_WARPS = 4
-_SIGMOID_IDS = {sigmoid: i for i, sigmoid in enumerate(SIGMOIDS.values())}  # logistic, cauchy, gaussian, ...
+_SIGMOID_NAMES = ("logistic", "cauchy", "gaussian", "reciprocal", "optimal")  # the kernels' SIGMOID numbers
+_SIGMOID_IDS = {SIGMOIDS[name]: i for i, name in enumerate(_SIGMOID_NAMES)}
 
 ART_EPS: tl.constexpr = tl.constexpr(_ART_EPS)
 PI: tl.constexpr = tl.constexpr(math.pi)
@@ -63,23 +63,22 @@ def selected(device_type: str, dtype: torch.dtype, choice: str) -> bool:
     ('auto' or 'triton'); raises where 'triton' is asked for but cannot run."""
     if dtype != torch.float32:
         return False
-    if device_type == "cuda":
-        return choice == "triton" or VERIFIED_ON_GPU
-    if choice == "triton":
-        if device_type == "cpu" and not INTERPRETED:
-            raise RuntimeError("SOFTTOPK_BACKEND=triton on a CPU tensor needs Triton's interpreter: set "
-                               "TRITON_INTERPRET=1 before the first call (or SOFTTOPK_BACKEND=torch)")
-        if device_type != "cpu":
-            raise RuntimeError(f"SOFTTOPK_BACKEND=triton runs on CUDA tensors (and on CPU tensors under "
-                               f"Triton's interpreter), got a tensor on {device_type!r}")
-    return device_type == "cpu"
+    if choice == "auto":
+        return device_type == "cuda" and VERIFIED_ON_GPU
+    if device_type == "cpu" and not INTERPRETED:
+        raise RuntimeError("SOFTTOPK_BACKEND=triton on a CPU tensor needs Triton's interpreter: set "
+                           "TRITON_INTERPRET=1 before the first call (or SOFTTOPK_BACKEND=torch)")
+    if device_type not in ("cuda", "cpu"):
+        raise RuntimeError(f"SOFTTOPK_BACKEND=triton runs on CUDA tensors (and on CPU tensors under "
+                           f"Triton's interpreter), got a tensor on {device_type!r}")
+    return True
 
 
 @dataclass(frozen=True)
 class _Tables:
     """A network laid out for the kernel: `pairs[l, 0, j]` and `pairs[l, 1, j]` are the min and max
-    wires of comparator j of layer l, `starts[l]` the index of layer
-    l's first comparator among all T (`starts[-1] = T`), `width` a power of two >= every layer."""
+    wires of comparator j of layer l (0 past the layer's end), `starts[l]` the index of layer l's
+    first comparator among all T (`starts[-1] = T`), `width` a power of two >= every layer."""
 
     pairs: Tensor  # [layers, 2, width] int32
     starts: Tensor  # [layers + 1] int32
