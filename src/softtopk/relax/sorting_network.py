@@ -16,10 +16,12 @@ contiguous blocks of `C x B` values.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
+from .._checks import check_choice
 from ..networks import sorting_network
 from ..sigmoids import DISTRIBUTIONS, Distribution
 from .relaxation import Relaxation, masked_items
@@ -31,12 +33,14 @@ Tensor = torch.Tensor
 class _Plan:
     """Per layer: the gather from the previous layout and the number of comparators; the
     layout's first `c` positions are min wires, the next `c` their max wires. `output[r]` is the
-    position of rank r (rank 0 = largest) in the last layout."""
+    position of rank r (rank 0 = largest) in the last layout. `key` is the network's (kind, n, k),
+    from which another backend lays out its own tables."""
 
     gathers: tuple[Tensor, ...]
     inverse_gathers: tuple[Tensor, ...]
     sizes: tuple[int, ...]
     output: Tensor
+    key: tuple[str, int, int]
 
 
 def _plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
@@ -55,7 +59,30 @@ def _plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
         layout = new_layout
     position = {w: p for p, w in enumerate(layout)}
     output = torch.tensor([position[n - 1 - r] for r in range(k)], dtype=torch.long, device=device)
-    return _Plan(tuple(gathers), tuple(inverse_gathers), tuple(sizes), output)
+    return _Plan(tuple(gathers), tuple(inverse_gathers), tuple(sizes), output, (kind, n, k))
+
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def _triton_backend(state: Tensor):
+    """The Triton backend (module `network_triton`) where `SOFTTOPK_BACKEND` (read on every call)
+    selects it for `state`, else None: 'torch' never, 'triton' always (an error where it cannot run),
+    'auto' (default) for CUDA tensors once the kernel is verified on a GPU. Compiled graphs and
+    float64 states use the torch path."""
+    choice = check_choice(os.environ.get("SOFTTOPK_BACKEND", "auto"), "SOFTTOPK_BACKEND", BACKENDS)
+    if choice == "torch" or torch.compiler.is_compiling():
+        return None
+    if choice == "auto" and state.device.type != "cuda":
+        return None
+    try:
+        from . import network_triton
+    except ImportError as error:
+        if choice == "triton":
+            raise ImportError("SOFTTOPK_BACKEND=triton needs the triton package (pip install triton)") \
+                from error
+        return None
+    return network_triton if network_triton.selected(state.device.type, state.dtype, choice) else None
 
 
 def _decide(state: Tensor, c: int, swap: Tensor, slope: Tensor | None, masked: bool):
@@ -92,6 +119,9 @@ class _LinearNetwork(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state: Tensor, plan: _Plan, dist: Distribution, beta: float, lam: float,
                 masked: bool) -> Tensor:
+        ctx.triton = _triton_backend(state)
+        if ctx.triton is not None:
+            return ctx.triton.linear_forward(ctx, state, plan.key, dist, beta, lam, masked)
         with_slope = ctx.needs_input_grad[0]
         saved = []
         for gather, c in zip(plan.gathers, plan.sizes, strict=True):
@@ -113,6 +143,8 @@ class _LinearNetwork(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
+        if ctx.triton is not None:
+            return ctx.triton.linear_backward(ctx, grad_out)
         plan, saved = ctx.plan, ctx.saved_tensors
         grad = grad_out.new_zeros(ctx.n, *grad_out.shape[1:])
         grad.index_copy_(0, plan.output, grad_out)
@@ -133,6 +165,9 @@ class _LogNetwork(torch.autograd.Function):
     @staticmethod
     def forward(ctx, linear: Tensor, log_mass: Tensor, plan: _Plan, dist: Distribution, beta: float,
                 lam: float, masked: bool) -> tuple[Tensor, Tensor]:
+        ctx.triton = _triton_backend(linear)
+        if ctx.triton is not None:
+            return ctx.triton.log_forward(ctx, linear, log_mass, plan.key, dist, beta, lam, masked)
         saved = []
         for gather, c in zip(plan.gathers, plan.sizes, strict=True):
             linear, log_mass = linear.index_select(0, gather), log_mass.index_select(0, gather)
@@ -161,6 +196,8 @@ class _LogNetwork(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_linear: Tensor, grad_log: Tensor):
+        if ctx.triton is not None:
+            return ctx.triton.log_backward(ctx, grad_linear, grad_log)
         plan, saved = ctx.plan, ctx.saved_tensors
         grad = grad_linear.new_zeros(ctx.n, *grad_linear.shape[1:])
         grad.index_copy_(0, plan.output, grad_linear)
