@@ -222,14 +222,13 @@ def test_property_masks_ignores_and_scales_stay_finite(method, m, eps, scale, se
     assert (x.grad[:ignored] == 0).all()
 
 
-def test_padded_top_indices_equal_topk():
-    """The CPU path pads rows to 64 k columns; rows with fewer than k finite logits get -inf classes."""
-    from softtopk.losses import _top_indices
+def test_padded_preselection_equals_topk():
+    """The CPU path pads rows to 64 m columns; rows with fewer than m finite logits get -inf classes."""
+    from softtopk.losses import _preselect
 
     logits = torch.randn(6, 700)
-    logits[0, 5:] = -torch.inf  # five finite logits, k = 16
-    top = _top_indices(logits, 16)
-    expected = logits.topk(16, dim=1)
-    torch.testing.assert_close(logits.gather(1, top), expected.values)
-    torch.testing.assert_close(top[1:], expected.indices[1:])
-    assert (top < 700).all() and set(top[0, :5].tolist()) == set(range(5))
+    logits[0, 5:] = -torch.inf  # five finite logits, m = 16
+    target = torch.tensor([[2], [0], [699], [5], [6], [7]])
+    kept = _preselect(logits, target, 16)
+    others = logits.scatter(1, target, -torch.inf).topk(15, dim=1).values
+    torch.testing.assert_close(kept, torch.cat([logits.gather(1, target), others], dim=1))

@@ -111,39 +111,47 @@ def make_config(
                    eps, label_smoothing)
 
 
-def _top_indices(logits: Tensor, k: int) -> Tensor:
-    """`logits.topk(k, dim=1).indices`, faster on the CPU: its topk switches to a heap at C >= 64 k,
-    which is faster from about 38 k columns on, so such rows are padded with -inf to 64 k columns."""
+def _padding(logits: Tensor, k: int) -> int:
+    """Columns of -inf to append before a topk of k on the CPU: its topk switches to a heap at
+    C >= 64 k, which is faster from about 38 k columns on."""
     classes = logits.shape[1]
     if logits.device.type != "cpu" or torch.compiler.is_compiling() or not 38 * k <= classes < 64 * k:
-        return logits.topk(k, dim=1).indices
-    top = F.pad(logits, (0, 64 * k - classes), value=-torch.inf).topk(k, dim=1).indices
-    padding = top >= classes  # only in rows with fewer than k finite logits; any -inf class serves
-    if bool(padding.any()):
-        top = torch.where(padding, logits.argmin(1, keepdim=True), top)
+        return 0
+    return 64 * k - classes
+
+
+def _top_indices(key: Tensor, k: int, classes: int) -> Tensor:
+    """`key.topk(k, dim=1).indices` of a key that may carry -inf padding beyond `classes` columns:
+    a padding column is chosen only in rows with fewer than k finite keys, where any -inf class serves."""
+    top = key.topk(k, dim=1).indices
+    if key.shape[1] > classes:
+        padding = top >= classes
+        if bool(padding.any()):
+            top = torch.where(padding, key[:, :classes].argmin(1, keepdim=True), top)
     return top
 
 
 def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
     """Logits of the J target classes followed by the m-J highest other classes, descending.
     [M, C], [M, J] -> [M, m]"""
-    j = classes.shape[1]
+    j, pad = classes.shape[1], _padding(logits, m)
     with torch.no_grad():
-        if j == 1:
-            top = _top_indices(logits, m)
-            # Column i of the others is column i of top, or i + 1 once the true class has been passed.
-            passed = (top[:, : m - 1] == classes).cumsum(dim=1)
-            others = top.gather(1, passed + torch.arange(m - 1, device=top.device))
-        else:
-            others = _top_indices(logits.scatter(1, classes, -torch.inf), m - j)
-        kept = torch.cat([classes, others], dim=1)
+        key = F.pad(logits, (0, pad), value=-torch.inf) if pad else logits.clone()
+        if j == 1:  # the target first (+inf), then the m - 1 highest others
+            kept = _top_indices(key.scatter_(1, classes, torch.inf), m, logits.shape[1])
+        else:  # several targets: their order is kept
+            others = _top_indices(key.scatter_(1, classes, -torch.inf), m - j, logits.shape[1])
+            kept = torch.cat([classes, others], dim=1)
     return logits.gather(1, kept)
 
 
-def _log_softmax_at(scores: Tensor, label: Tensor) -> Tensor:
-    """log softmax(scores)[label] `[M, J]`; one label per row goes through `cross_entropy`, whose
-    fused backward compiles correctly where a gather's scatter did not."""
-    if label.shape[1] == 1:
+def _log_softmax_at(scores: Tensor, label: Tensor | None, j: int) -> Tensor:
+    """log softmax(scores)[label] `[M, J]`, or of the first j columns where `label` is None. One label
+    per row goes through `cross_entropy`, whose fused backward compiles correctly where a gather's
+    scatter did not."""
+    if label is None:
+        return scores.log_softmax(1)[:, :j]
+    if j == 1:
         return -F.cross_entropy(scores, label[:, 0], reduction="none")[:, None]
     return scores.gather(1, label) - scores.logsumexp(1, keepdim=True)
 
@@ -151,13 +159,14 @@ def _log_softmax_at(scores: Tensor, label: Tensor) -> Tensor:
 _CONSTANTS: dict[tuple, Tensor] = {}
 
 
-def _constant(values: tuple[float, ...], like: Tensor) -> Tensor:
-    """`values` as a tensor on `like`'s device and dtype, made once: no copy to the device per call."""
+def _constant(values: tuple, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """`values` as a tensor on `like`'s device (and dtype), made once: no copy to the device per call."""
+    dtype = dtype or like.dtype
     if torch.compiler.is_compiling():
-        return torch.tensor(values, dtype=like.dtype, device=like.device)
-    key = (values, like.dtype, like.device)
+        return torch.tensor(values, dtype=dtype, device=like.device)
+    key = (values, dtype, like.device)
     if key not in _CONSTANTS:
-        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype, device=like.device)
+        _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=like.device)
     return _CONSTANTS[key]
 
 
@@ -169,18 +178,22 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
         raise ValueError(f"p_k has K = {k} entries but the input has only C = {logits.shape[1]} classes")
     j = classes.shape[1]
     scores = logits.to(compute_dtype(logits.dtype))
-    if cfg.m is not None and cfg.m < scores.shape[1]:
+    preselected = cfg.m is not None and cfg.m < scores.shape[1]
+    if preselected:
         if j >= cfg.m:
             raise ValueError(f"m = {cfg.m} must exceed the number of target classes of every row, got {j}")
-        scores = _preselect(scores, classes, cfg.m)
-        label = torch.arange(j, device=classes.device).expand_as(classes)
+        scores = _preselect(scores, classes, cfg.m)  # the targets are its first j columns
+        label = _constant(tuple(range(j)), scores, torch.long).expand_as(classes)
+        target_logits = scores[:, :j]
     else:
         label = classes
+        target_logits = scores.gather(1, label)
+    gathered = None if preselected else label
     if cfg.method == "softmax":
-        return -_log_softmax_at(scores, label)
-    log_softmax = None if cfg.top1_mode == "sort" else _log_softmax_at(scores, label)
+        return -_log_softmax_at(scores, gathered, j)
+    log_softmax = None if cfg.top1_mode == "sort" else _log_softmax_at(scores, gathered, j)
     p1 = cfg.p_k[0]
-    masked = scores.gather(1, label) == -torch.inf
+    masked = target_logits == -torch.inf
     if cfg.top1_mode == "smce" and p1 >= 1:
         return -log_softmax
     log_space = cfg.eps == 0
@@ -193,13 +206,14 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
         # A masked target has no finite term: it gets +inf below, with zero gradient.
         loss = -torch.cat(terms, dim=-1).masked_fill(masked[..., None], 0.0).logsumexp(-1)
     else:
+        scale = 1 - 2 * cfg.eps  # p (1 - 2 eps) + eps, the scale folded into the weights
         if ranks is None:
-            p = torch.zeros_like(scores[:, :1])
+            p = torch.zeros_like(target_logits)
         else:
-            p = (ranks * _constant(cfg.rank_weights, ranks)).sum(-1)
+            p = ranks @ _constant(tuple(w * scale for w in cfg.rank_weights), ranks)
         if cfg.top1_mode == "sm":
-            p = p + p1 * log_softmax.exp()
-        loss = -torch.log(p * (1 - 2 * cfg.eps) + cfg.eps)
+            p = torch.add(p, log_softmax.exp(), alpha=p1 * scale)
+        loss = -torch.log(p + cfg.eps)
     if cfg.top1_mode == "smce":
         loss = p1 * -log_softmax + (1 - p1) * loss
     return loss.masked_fill(masked, torch.inf)
