@@ -298,7 +298,8 @@ def test_help_states_every_default_and_the_defaults_table(capsys, protocol):
         if entry.strip():
             entries[entry.split()[0].rstrip(",")] = " ".join(entry.split())
     flags = [o.flag for o in options_for(protocol)] + ["--out", "--resume", "--device", "--threads",
-                                                       "--no-progress", "--data"]
+                                                       "--no-progress", "--data"] + (
+        ["--data-dir"] if protocol == "train" else [])
     for flag in flags:
         assert "(default: " in entries[flag], entries[flag]
     assert describe(protocol) in text

@@ -161,11 +161,12 @@ def test_shipped_grids_are_the_papers():
 
 def test_grid_axes_seeds_and_overrides():
     grid = load_sweep("demo")
-    assert len(grid.runs) == 15 and [r["seed"] for r in grid.runs[:3]] == [0, 1, 2]
+    assert len(grid.runs) == 15 and [r["seed"] for r in grid.runs] == [0] * 5 + [1] * 5 + [2] * 5
+    assert [r["method"] for r in grid.runs[:5]] == ["softmax", "bitonic", "splitter_selection", "neuralsort",
+                                                     "softsort"]
     assert {r["epochs"] for r in grid.runs} == {6}
     short = load_sweep("demo", overrides={"seed": (4, 5), "epochs": 2, "lr": 0.1})
-    assert len(short.runs) == 10 and {(r["seed"], r["epochs"], r["lr"]) for r in short.runs} == {
-        (4, 2, 0.1), (5, 2, 0.1)}
+    assert [(r["seed"], r["epochs"], r["lr"]) for r in short.runs] == [(4, 2, 0.1)] * 5 + [(5, 2, 0.1)] * 5
 
 
 def test_results_json_lists_every_run(tiny_data, tmp_path):

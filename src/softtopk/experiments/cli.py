@@ -95,8 +95,10 @@ def _add_option(group: argparse._ArgumentGroup, option: Option, default_text: st
 
 
 def _generic(option: Option) -> str:
+    if option.default_help:
+        return option.default_help
     if option.default is None:
-        return "none" if option.nullable else "needed for every method but softmax"
+        return "none"
     return f"{option.default:g}" if isinstance(option.default, float) else str(option.default)
 
 
@@ -113,15 +115,16 @@ def _add_run_options(p: argparse.ArgumentParser, protocol: str) -> None:
     data.add_argument("--data", default=names[0],
                       help=f"the data set: {', '.join(names)}{paths} (default: {names[0]})")
     if any(d.given_as == "folder" for d in for_protocol(protocol)):
-        data.add_argument("--data-dir", help="the folder of a data set's files, e.g. for --data cifar100")
+        data.add_argument("--data-dir", help="the folder of a data set's files, e.g. for --data cifar100 "
+                          "(default: none)")
     _add_output_options(p)
 
 
-def _add_overrides(p: argparse.ArgumentParser) -> None:
-    """The training and target options, overriding a sweep file's (for either protocol)."""
+def _add_overrides(p: argparse.ArgumentParser, protocols: tuple[str, ...] = PROTOCOLS) -> None:
+    """The training and target options of `protocols`, overriding a sweep file's."""
     group = p.add_argument_group("overrides of the sweep file's settings (for every run)")
     seen = set()
-    for protocol in PROTOCOLS:
+    for protocol in protocols:
         for option in options_for(protocol):
             if option.group != "loss" and option.name not in seen:
                 seen.add(option.name)
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "paper's loss settings, and prints the table with the paired differences to "
                           "softmax. It runs the shipped sweep 'demo' (configs/demo.toml): 6 epochs instead "
                           "of 20, to finish in minutes."))
-    _add_overrides(demo)
+    _add_overrides(demo, ("finetune",))
     demo.set_defaults(setup=_setup_sweep, config="demo", data=None, data_dir=None)
     sweep = commands.add_parser(
         "sweep", help="a grid of runs from a TOML file, reported as the paper's tables",

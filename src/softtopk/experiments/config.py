@@ -114,8 +114,8 @@ def make_config(protocol: str, spec: dict, splits: Splits, given: Mapping[str, o
     chosen = "lr" in given or "lr" in dataset.overrides
     if not chosen and uses_lr_rule(protocol, dataset.paper_data, splits):
         rule = rule_lr(splits.train_x)
-    settings, sources = resolve(protocol, setting, given, dataset.overrides, f"data set {dataset.name}: "
-                                f"{dataset.note}", rule, NETWORK_METHODS)
+    described = f"data set {dataset.name}" + (f": {dataset.note}" if dataset.note else "")
+    settings, sources = resolve(protocol, setting, given, dataset.overrides, described, rule, NETWORK_METHODS)
     if settings["p_k"] is None:
         raise ValueError(f"method {method} needs p_k, e.g. .5,0,0,0,.5 for half top-1, half top-5")
     config = RunConfig(protocol, dict(spec), settings, dataset.augmentation if protocol == "train"

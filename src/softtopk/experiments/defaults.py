@@ -121,9 +121,7 @@ def resolve(protocol: str, setting: PaperSetting, given: Mapping[str, object],
     for option in options_for(protocol):
         if not applies(option, method, network_methods):
             continue
-        value, source = _default(option, method, setting, per_method, overrides, lr_rule)
-        if source == "data set":
-            source = overrides_source
+        value, source = _default(option, method, setting, per_method, overrides, overrides_source, lr_rule)
         if option.name in given:
             value, source = given[option.name], "given"
         settings[option.name], sources[option.name] = value, source
@@ -131,10 +129,10 @@ def resolve(protocol: str, setting: PaperSetting, given: Mapping[str, object],
 
 
 def _default(option: Option, method: str, setting: PaperSetting, per_method: Mapping, overrides: Mapping,
-             lr_rule: float | None) -> tuple[object, str]:
+             overrides_source: str, lr_rule: float | None) -> tuple[object, str]:
     name = option.name
     if name in overrides:
-        return overrides[name], "data set"
+        return overrides[name], overrides_source
     if name == "lr" and lr_rule is not None:
         return lr_rule, f"lr rule ({LR_STEP:g} / mean |x|_1 of the training features)"
     if name in per_method:

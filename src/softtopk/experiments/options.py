@@ -27,7 +27,8 @@ class Option:
     """One run setting. `kind` is the type of its value (int, float, str, or tuple for P_K);
     `nullable` options also take None ('none' on the command line). `check(value)` returns what is
     wrong with a value of the right type (e.g. 'must be >= 1'), or None. `default` is the generic
-    default, used where neither the data set nor the paper's table sets one."""
+    default, used where neither the data set nor the paper's table sets one (`default_help`
+    describes it where the value alone would not)."""
 
     name: str
     kind: type
@@ -41,6 +42,7 @@ class Option:
     check: Callable[[object], str | None] | None = None
     flags: tuple[str, ...] = ()
     metavar: str | None = None
+    default_help: str = ""
 
     @property
     def flag(self) -> str:
@@ -102,9 +104,9 @@ OPTIONS: tuple[Option, ...] = (
     # the loss
     Option("method", str, "the loss: softmax cross-entropy, a top-k relaxation of softtopk, or the smooth "
            "top-k SVM", group="loss", default="softmax"),
-    Option("p_k", tuple, "P_K, the probabilities of k = 1..K, e.g. .5,0,0,0,.5 (softmax: 1,0,0,0,0; the "
-           "other methods need it; smooth_topk: one-hot, the k it optimises)", group="loss",
-           check=_p_k, metavar="P1,...,PK"),
+    Option("p_k", tuple, "P_K, the probabilities of k = 1..K, e.g. .5,0,0,0,.5 (smooth_topk: one-hot, the k "
+           "it optimises)", group="loss",
+           check=_p_k, metavar="P1,...,PK", default_help="1,0,0,0,0 for softmax, none for the others"),
     Option("inverse_temperature", float, "steepness beta of the relaxation (NeuralSort/SoftSort: tau = "
            "1/beta)", group="loss", scope="relaxation", default=1.0, check=_positive),
     # not `--m`: torchrun would take it for an abbreviation of its own options
@@ -139,7 +141,7 @@ OPTIONS: tuple[Option, ...] = (
            nullable=True, check=_val_size),
     Option("seed", int, "seed of the initialisation, the validation split and the batch order; several "
            "(0,1,2) run one after another and are reported as mean +- sd", default=0,
-           check=_at_least(0), flags=("--seed", "--seeds")),
+           check=_at_least(0), flags=("--seed", "--seeds"), metavar="S[,S...]"),
     Option("eval_every", int, "evaluate validation and test after every N iterations of an epoch and at "
            "its end; 0: at the end of each epoch only", check=_at_least(0), metavar="N"),
     Option("select", str, "how the result is picked: per-metric (top-k test accuracy at the evaluation "

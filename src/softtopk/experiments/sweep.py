@@ -14,7 +14,8 @@ File format (see the shipped `configs/*.toml`)::
     method = ["bitonic", "neuralsort"]
     p_k = [[0, 0, 0, 0, 1], [0.5, 0, 0, 0, 0.5]]   # a list of P_K (a single P_K may be given flat)
 
-The runs of a block are the product of its axes; the sweep is the blocks' runs in order. Keys are
+The runs of a block are the product of its axes; the sweep is the blocks' runs in order, the whole
+grid of the first seed first (so a sweep stopped early has complete comparisons). Keys are
 the options' names (the command line's long options with `_` for `-`); what a run leaves out takes
 the defaults of `softtopk COMMAND --help`. A method setting (inverse_temperature, m, distribution,
 art_lambda, top1_mode, tau, alpha) applies only to the methods that use it.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -127,6 +129,8 @@ def load_sweep(path: str | Path, data: str | None = None, data_dir: str | None =
                     runs.append(check_given(protocol, given))
                 except (ValueError, TypeError) as error:
                     raise ValueError(f"sweep file {file}, run {given}: {error}") from None
+    order = list(dict.fromkeys(run.get("seed", 0) for run in runs))
+    runs.sort(key=lambda run: order.index(run.get("seed", 0)))  # the whole grid of one seed, then the next
     return Sweep(protocol, spec, tuple(runs))
 
 
@@ -176,20 +180,24 @@ def run_sweep(configs: Sequence[RunConfig], names: Sequence[str], splits: Splits
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SWEEP, {"data": configs[0].data, "runs": [c.identity() for c in configs]})
-    for i, (config, name) in enumerate(zip(configs, names, strict=True)):
-        cell = out / "cells" / name
-        summary = cell / SUMMARY
-        if resume and summary.exists() and read_json(summary)["epochs"] == config.epochs:
+    cells = [(out / "cells" / name, config) for config, name in zip(configs, names, strict=True)]
+    done = [resume and _finished(cell, config) for cell, config in cells]
+    if resume and group.is_main:
+        print(f"resuming {out}: {sum(done)} of {len(configs)} runs finished", file=sys.stderr, flush=True)
+    for i, ((cell, config), name) in enumerate(zip(cells, names, strict=True)):
+        if done[i]:
             continue
         seed = f" seed {config.seed}" if "seed" in name else ""
         label = f"[{i + 1}/{len(configs)} {config.method} {format_p_k(config.p_k)}{seed}] "
         trainer = Trainer(config, splits, cell, device=device, group=group, progress=progress, label=label,
                           runtime=runtime)
         trainer.run(resume=resume and (cell / CONFIG).exists())
-    if not group.is_main:
-        return "", []
-    cells = [(out / "cells" / name, config) for config, name in zip(configs, names, strict=True)]
-    return write_report(out, cells)
+    return write_report(out, cells) if group.is_main else ("", [])
+
+
+def _finished(cell: Path, config: RunConfig) -> bool:
+    summary = cell / SUMMARY
+    return summary.exists() and read_json(summary)["epochs"] == config.epochs
 
 
 def result_row(config: RunConfig, summary: dict) -> dict:
