@@ -7,15 +7,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from softtopk.experiments.loss_factory import METHODS, NETWORK_METHODS
-from softtopk.experiments.options import BY_NAME, OPTIONS, applies, check_value, parse_text, with_flags
+from softtopk.experiments.options import (
+    BY_NAME,
+    GROUPS,
+    OPTIONS,
+    SCOPES,
+    applies,
+    check_value,
+    parse_text,
+    with_flags,
+)
 
 
 def test_every_option_has_a_unique_flag_a_help_and_a_valid_scope():
     flags = [flag for option in OPTIONS for flag in (option.flags or (option.flag,))]
     assert len(flags) == len(set(flags))
     for option in OPTIONS:
-        assert option.help and option.group in ("loss", "targets", "training")
-        assert option.scope in ("all", "ce", "relaxation", "network", "smooth_topk")
+        assert option.help and option.group in GROUPS and option.scope in SCOPES
         if option.default is not None:  # the generic default passes the option's own check
             assert check_value(option.name, option.default) == option.default
     assert BY_NAME["m"].flag == "--top-m"  # not --m: torchrun would take it for one of its own
