@@ -17,6 +17,7 @@ from .runfiles import read_json
 
 LOCK = ".lock"
 MARKERS = {"run": "config.json", "sweep": "sweep.json"}
+NAMES = {"run": "run", "sweep": "sweep (or a run over several seeds)"}
 
 
 class LockError(ValueError):
@@ -37,7 +38,7 @@ def check_out(out: Path, kind: str, resume: bool) -> bool:
         return False
     other = next((k for k, marker in MARKERS.items() if k != kind and (out / marker).exists()), None)
     if other is not None:
-        raise ValueError(f"--out {out} holds a {other}, not a {kind}; choose another --out")
+        raise ValueError(f"--out {out} holds a {NAMES[other]}, not a {NAMES[kind]}; choose another --out")
     if (out / MARKERS[kind]).exists():
         if not resume:
             raise ValueError(f"{out} already holds a {kind}; pass --resume to continue it or choose another "
