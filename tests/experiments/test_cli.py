@@ -142,11 +142,12 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["train", "--data", "cifar100"], "--data cifar100 needs --data-dir"),
     (["finetune", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     (["finetune", "--threads", "0"], "argument --threads: must be a whole number >= 1, got '0'"),
+    (["finetune", "--resume"], "--resume needs --out"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_data, tmp_path, argv, message, fails):
     out = tmp_path / "run"
-    fails([*argv, "--out", str(out)], message)
-    assert not out.exists()
+    fails([*argv, *(["--out", str(out)] if "--resume" not in argv else [])], message)
+    assert not out.exists() and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize("command", [["finetune"], ["finetune", "--seeds", "0,1"], ["demo"]])

@@ -222,6 +222,8 @@ def _threads(threads: int | None, protocol: str, device: str) -> None:
 
 
 def _out(args: argparse.Namespace, stem: str) -> Path:
+    if args.out is None and args.resume:
+        raise ValueError("--resume needs --out, the folder of the run to continue")
     return args.out or Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

@@ -72,7 +72,7 @@ def check_targets(loss: nn.Module, num_classes: int, probabilities: bool) -> Non
     try:
         loss(logits, target)
     except (TypeError, ValueError, RuntimeError) as error:
-        kind = "probability targets (for mixup/cutmix)" if probabilities else "class indices"
+        kind = "probability targets (mixup, cutmix)" if probabilities else "class indices"
         raise ValueError(f"the loss does not take {kind} here: {error}") from None
 
 
