@@ -158,17 +158,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_data, tmp_path,
     ("file", False, "is a file; give a folder for the run"),
     ("under a file", False, "cannot be created:"),
 ])
-def test_run_folders_that_are_refused(tiny_data, tmp_path, command, make, resume, message, fails):
-    out = tmp_path / "out"
-    if make in ("empty", "foreign"):
-        out.mkdir()
-        if make == "foreign":
-            (out / "notes.txt").write_text("my notes")
-    elif make == "file":
-        out.write_text("a file")
-    elif make == "under a file":
-        (tmp_path / "file").write_text("a file")
-        out = tmp_path / "file" / "out"
+def test_run_folders_that_are_refused(tiny_data, tmp_path, command, make, resume, message, fails, out_folder):
+    out = out_folder(make)
     before = _tree(tmp_path)
     fails([*command, "--epochs", "1", "--out", str(out), *(["--resume"] if resume else [])], message)
     assert _tree(tmp_path) == before

@@ -36,18 +36,8 @@ def test_a_folder_holding_a_run(tmp_path):
     ("file", False, "is a file; give a folder"),
     ("under a file", False, "cannot be created: "),
 ])
-def test_refused_folders(tmp_path, make, resume, message):
-    out = tmp_path / "out"
-    if make == "empty":
-        out.mkdir()
-    elif make == "foreign":
-        out.mkdir()
-        (out / "notes.txt").write_text("mine")
-    elif make == "file":
-        out.write_text("a file")
-    elif make == "under a file":
-        (tmp_path / "file").write_text("a file")
-        out = tmp_path / "file" / "out"
+def test_refused_folders(tmp_path, make, resume, message, out_folder):
+    out = out_folder(make)
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_out(out, "run", resume)
