@@ -64,5 +64,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
     write_atomic(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint's state; with `mmap` its tensors stay on disk until used (to read the epoch)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)

@@ -166,7 +166,7 @@ def check_resumable(out: Path, configs: Sequence[RunConfig], names: Sequence[str
 def checkpoint_epoch(folder: Path) -> int | None:
     """The epoch of the checkpoint in `folder`, or None."""
     path = Path(folder) / CHECKPOINT
-    return load_checkpoint(path)["epoch"] if path.exists() else None
+    return load_checkpoint(path, mmap=True)["epoch"] if path.exists() else None
 
 
 def run_sweep(configs: Sequence[RunConfig], names: Sequence[str], splits: Splits, out: Path,
