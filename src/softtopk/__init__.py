@@ -1,10 +1,13 @@
 """softtopk: differentiable top-k classification learning for PyTorch."""
 
+from importlib.metadata import version as _version
+
 from .losses import TopKCrossEntropyLoss, topk_cross_entropy
 from .networks import sorting_network
 from .ranking import METHODS, rank_probabilities, soft_sort
 from .smooth_topk import SmoothHardTopKLoss, SmoothTopKLoss, smooth_hard_topk_loss, smooth_topk_loss
 
+__version__ = _version("softtopk")
 __all__ = [
     "METHODS",
     "SmoothHardTopKLoss",

@@ -45,3 +45,24 @@ def fails(capsys):
         return err
 
     return check
+
+
+@pytest.fixture
+def out_folder(tmp_path):
+    """`out_folder(kind)`: a path for --out that is 'nothing' (does not exist), an 'empty' folder, a
+    'foreign' folder (with the user's notes.txt), a 'file', or 'under a file' (cannot be created)."""
+
+    def make(kind):
+        out = tmp_path / "out"
+        if kind in ("empty", "foreign"):
+            out.mkdir()
+            if kind == "foreign":
+                (out / "notes.txt").write_text("my notes")
+        elif kind == "file":
+            out.write_text("a file")
+        elif kind == "under a file":
+            (tmp_path / "file").write_text("a file")
+            out = tmp_path / "file" / "out"
+        return out
+
+    return make

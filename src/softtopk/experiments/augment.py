@@ -48,11 +48,3 @@ class Augmentation:
         if self.hflip:
             images = random_hflip(images, generator)
         return images
-
-
-# Per data set: CIFAR-100 uses the paper's crop (4 px) and flip. Glyphs get the crop only: a mirrored
-# glyph is often another glyph or none at all ('b'/'d', 'p'/'q'), so flipping would corrupt labels.
-AUGMENTATIONS: dict[str, Augmentation] = {
-    "cifar100": Augmentation(crop_padding=4, hflip=True),
-    "glyphs": Augmentation(crop_padding=4, hflip=False),
-}

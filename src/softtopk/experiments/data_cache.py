@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from softtopk.experiments.runfiles import write_atomic
 from softtopk.experiments.splits import Splits
 
 
@@ -25,8 +25,8 @@ def cached(name: str, params: dict, build: Callable[[], Splits],
            cache_dir: Path | str | None = None) -> Splits:
     """The `Splits` stored for `(name, params)` under the cache root, or `build()`'s result, stored.
 
-    The file is `<root>/<name>-<hash of params>.pt`; it is written to a temporary file and renamed,
-    so a crash never leaves half a file. An unreadable cache file is rebuilt.
+    The file is `<root>/<name>-<hash of params>.pt`, written atomically (`runfiles.write_atomic`), so
+    a crash never leaves half a file. An unreadable cache file is rebuilt.
     """
     root = cache_root(cache_dir)
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
@@ -40,13 +40,7 @@ def cached(name: str, params: dict, build: Callable[[], Splits],
             pass
     splits = build()
     root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            names = splits.class_names
-            torch.save({**vars(splits), "class_names": None if names is None else list(names)}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    names = splits.class_names
+    write_atomic(path, lambda f: torch.save({**vars(splits), "class_names": None if names is None
+                                             else list(names)}, f))
     return splits

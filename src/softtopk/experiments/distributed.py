@@ -38,6 +38,15 @@ class Group:
             dist.all_reduce(values)
         return values
 
+    def all_agree(self, ok: bool) -> bool:
+        """Whether `ok` holds on every process (True without torchrun): lets all processes stop
+        together when one of them, e.g. the main one checking the run folder, fails."""
+        if self.world == 1:
+            return ok
+        flag = torch.tensor([1.0 if ok else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
 
 def join(device: str) -> Group:
     """Join the process group that `torchrun` describes in the environment (`WORLD_SIZE` > 1), with

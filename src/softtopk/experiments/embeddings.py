@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,19 +62,41 @@ def load_embeddings(path: Path) -> Splits:
 
 
 def _read(path: Path) -> Mapping:
-    """The dict of arrays in `path`, loaded lazily where the format allows."""
+    """The dict of arrays in `path`, loaded lazily where the format allows. Nothing in the file can
+    run code: `.npz` archives are read without pickles, torch files with `weights_only=True`."""
     try:
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
+            archive = np.load(path, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("an .npy array, not an .npz archive")
+            with archive:
                 return {key: archive[key] for key in archive.files}
-        data = torch.load(path, map_location="cpu", mmap=zipfile.is_zipfile(path), weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot read embedding file {path} (expected an .npz archive or a torch.save "
-                        f"dict of tensors, loaded with weights_only=True): {reason}") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols it may not support
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", mmap=zipfile.is_zipfile(path), weights_only=True)
+    except Exception as e:  # a damaged file fails in many ways (struct.error, KeyError, ...)
+        raise DataError(f"{path} is not a readable .npz/.pt embedding file ({_reason(e)}); expected an .npz "
+                        f"archive or a torch.save dict of tensors") from None
     if not isinstance(data, Mapping):
         raise DataError(f"{path} must hold a dict of arrays, got {type(data).__name__}")
     return data
+
+
+def _reason(error: Exception) -> str:
+    """A short reason that never suggests loading the file unsafely (torch's own message does)."""
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text or "Unsupported global" in text:
+        return ("it holds Python objects besides tensors and containers, which are never loaded from user "
+                "files")
+    if "Object arrays" in text:
+        return "it holds object arrays, which are never loaded from user files"
+    if "pickled" in text:
+        return "not an .npz archive: numpy would read it as a pickle, which is never loaded from user files"
+    if isinstance(error, (zipfile.BadZipFile, EOFError)) or "zip" in text.lower():
+        return "a damaged or truncated archive"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return text.splitlines()[0][:120] if text.strip() else type(error).__name__
 
 
 def _tensor(value: object, key: str, path: Path) -> torch.Tensor:

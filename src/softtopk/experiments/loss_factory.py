@@ -1,107 +1,83 @@
-"""What a training run optimises: a loss specification, its parsing and the loss module it builds."""
+"""The loss of a run: the methods the command line offers, and the loss module of a run's settings.
+
+The methods are 'softmax' (cross-entropy), the library's relaxations (`softtopk.METHODS`) and
+'smooth_topk' (the smooth top-k SVM of Berrada et al., the paper's baseline).
+"""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping
 
+import torch
 from torch import nn
 
-NETWORK_METHODS = ("bitonic", "splitter_selection", "odd_even")
-METHODS = ("softmax", *NETWORK_METHODS, "neuralsort", "softsort", "sinkhorn", "smooth_topk")
-DISPLAY_NAMES = {"softmax": "Softmax", "bitonic": "Bitonic DSN", "splitter_selection": "Splitter sel. DSN",
-                 "odd_even": "Odd-even DSN", "neuralsort": "NeuralSort", "softsort": "SoftSort",
-                 "sinkhorn": "SinkhornSort", "smooth_topk": "Smooth top-k SVM"}
+import softtopk
+from softtopk.networks import KINDS
+
+METHODS = ("softmax", *softtopk.METHODS, "smooth_topk")
+NETWORK_METHODS = KINDS  # the sorting networks, whose comparators take distribution and art_lambda
+_DISPLAY_NAMES = {"softmax": "Softmax", "bitonic": "Bitonic DSN", "splitter_selection": "Splitter sel. DSN",
+                  "odd_even": "Odd-even DSN", "neuralsort": "NeuralSort", "softsort": "SoftSort",
+                  "sinkhorn": "SinkhornSort", "smooth_topk": "Smooth top-k SVM"}
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    """A loss and its hyper-parameters, as the command line and sweep files name them.
-
-    `p_k[k-1]` is the probability P_K(k). 'softmax' needs `p_k = (1, 0, ...)`; 'smooth_topk' (Berrada
-    et al.) needs a one-hot `p_k`, whose k it optimises, and uses `tau`, `alpha`. The other methods are
-    `softtopk.TopKCrossEntropyLoss` relaxations and use the remaining fields.
-    """
-
-    method: str
-    p_k: tuple[float, ...] = (1.0,)
-    inverse_temperature: float = 1.0
-    m: int | None = None
-    distribution: str = "cauchy"
-    art_lambda: float = 0.25
-    top1_mode: str = "sm"
-    tau: float = 1.0
-    alpha: float = 1.0
-
-    def hyperparameters(self) -> dict:
-        """The fields this method uses besides `method` and `p_k`."""
-        if self.method == "softmax":
-            return {}
-        if self.method == "smooth_topk":
-            return {"tau": self.tau, "alpha": self.alpha}
-        used = {"inverse_temperature": self.inverse_temperature, "m": self.m, "top1_mode": self.top1_mode}
-        if self.method in NETWORK_METHODS:
-            used.update(distribution=self.distribution, art_lambda=self.art_lambda)
-        return used
-
-    @property
-    def display_name(self) -> str:
-        return DISPLAY_NAMES[self.method]
+def display_name(method: str) -> str:
+    """The name of a method in tables and plots (the paper's where it has one)."""
+    return _DISPLAY_NAMES.get(method, method)
 
 
-def parse_p_k(text: str) -> tuple[float, ...]:
-    """`'.5,0,0,0,.5'` -> `(0.5, 0.0, 0.0, 0.0, 0.5)`; the values must be >= 0 and sum to 1."""
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"P_K must be comma-separated probabilities such as .5,0,0,0,.5; "
-                         f"got {text!r}") from None
-    return check_p_k(values)
-
-
-def check_p_k(values: tuple[float, ...] | list[float]) -> tuple[float, ...]:
-    """A tuple of finite probabilities >= 0 that sum to 1 (within 1e-4)."""
-    values = tuple(float(v) for v in values)
-    if not values or any(not math.isfinite(v) or v < 0 for v in values) or abs(sum(values) - 1) > 1e-4:
-        raise ValueError(f"P_K must be probabilities >= 0 that sum to 1, such as .5,0,0,0,.5; got "
-                         f"{','.join(f'{v:g}' for v in values) or 'nothing'}")
-    return values
-
-
-def format_p_k(p_k: tuple[float, ...]) -> str:
+def format_p_k(p_k) -> str:
     """`(0.5, 0, 0, 0, 0.5)` -> `'[.5, 0, 0, 0, .5]'`, the paper's notation."""
     return "[" + ", ".join(f"{p:g}".removeprefix("0") if 0 < p < 1 else f"{p:g}" for p in p_k) + "]"
 
 
-def make_loss(spec: LossSpec) -> nn.Module:
-    """The loss module `(logits [N, C], target [N]) -> scalar mean loss` for `spec`.
-
-    Raises ValueError/TypeError naming the bad field (unknown method, bad P_K, ...).
-    """
-    if spec.method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {spec.method!r}")
-    check_p_k(spec.p_k)
-    from softtopk import SmoothTopKLoss, TopKCrossEntropyLoss  # the library's losses, imported on use
-
-    if spec.method == "smooth_topk":
-        return SmoothTopKLoss(k=optimised_k(spec), tau=spec.tau, alpha=spec.alpha)
-    return TopKCrossEntropyLoss(list(spec.p_k), method=spec.method,
-                                inverse_temperature=spec.inverse_temperature, m=spec.m,
-                                distribution=spec.distribution, art_lambda=spec.art_lambda,
-                                top1_mode=spec.top1_mode)
-
-
-def optimised_k(spec: LossSpec) -> int:
+def optimised_k(p_k) -> int:
     """The k of a one-hot P_K (smooth top-k optimises a single k)."""
-    nonzero = [i for i, p in enumerate(spec.p_k) if p > 0]
+    nonzero = [i for i, p in enumerate(p_k) if p > 0]
     if len(nonzero) != 1:
-        raise ValueError(f"method smooth_topk optimises a single k: P_K must be one-hot such as 0,0,0,0,1; "
-                         f"got {format_p_k(spec.p_k)}")
+        raise ValueError(f"method smooth_topk optimises a single k: p_k must be one-hot such as 0,0,0,0,1; "
+                         f"got {format_p_k(p_k)}")
     return nonzero[0] + 1
 
 
-def selection_weights(spec: LossSpec) -> dict[int, float]:
-    """Weights of the top-k accuracies whose sum picks the best validation epoch: the loss's own
-    target, the expected top-K accuracy under P_K (top-1 for softmax, top-5 for P_K = [0,0,0,0,1],
-    the mean of top-1 and top-5 for [.5,0,0,0,.5])."""
-    return {k: p for k, p in enumerate(spec.p_k, start=1) if p > 0}
+def make_loss(settings: Mapping[str, object]) -> nn.Module:
+    """The loss module `(logits [N, C], target) -> mean loss` of a run's settings; `target` is `[N]`
+    class indices or, for softmax and the relaxations, `[N, C]` probabilities. Raises ValueError or
+    TypeError (from the library, naming its arguments) on bad settings."""
+    method, p_k = settings["method"], tuple(settings["p_k"])
+    if method == "softmax":
+        if p_k[0] < 1 - 1e-4:
+            raise ValueError(f"method='softmax' is plain cross-entropy and needs p_k = 1,0,...; got "
+                             f"{format_p_k(p_k)}")
+        return nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+    if method == "smooth_topk":
+        return softtopk.SmoothHardTopKLoss(k=optimised_k(p_k), tau=settings["tau"], alpha=settings["alpha"])
+    options = {key: settings[key] for key in ("distribution", "art_lambda") if key in settings}
+    if settings["label_smoothing"]:  # passed only when used
+        options["label_smoothing"] = settings["label_smoothing"]
+    return softtopk.TopKCrossEntropyLoss(list(p_k), method=method, m=settings["m"],
+                                         inverse_temperature=settings["inverse_temperature"],
+                                         top1_mode=settings["top1_mode"], **options)
+
+
+def check_targets(loss: nn.Module, num_classes: int, probabilities: bool) -> None:
+    """Apply `loss` once to a small batch of `num_classes` logits with the run's kind of target
+    (class indices, or probability rows for mixup/CutMix), so that a loss that cannot take them
+    fails before training; raises ValueError."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, num_classes, generator=generator)
+    target = torch.arange(4) % num_classes
+    if probabilities:
+        target = torch.softmax(torch.randn(4, num_classes, generator=generator), dim=1)
+    try:
+        loss(logits, target)
+    except (TypeError, ValueError, RuntimeError) as error:
+        kind = "probability targets (mixup, cutmix)" if probabilities else "class indices"
+        raise ValueError(f"the loss does not take {kind} here: {error}") from None
+
+
+def selection_weights(p_k) -> dict[int, float]:
+    """Weights of the top-k accuracies whose sum is the P_K-weighted score of `--select score`: the
+    loss's own target, the expected top-K accuracy under P_K (top-1 for softmax, top-5 for
+    [0,0,0,0,1], the mean of top-1 and top-5 for [.5,0,0,0,.5])."""
+    return {k: p for k, p in enumerate(p_k, start=1) if p > 0}

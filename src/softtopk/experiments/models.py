@@ -1,4 +1,5 @@
-"""The two models of the paper's protocols: a probe on frozen embeddings and a CIFAR ResNet-18."""
+"""The two models of the paper's protocols: a probe on frozen embeddings and a CIFAR ResNet-18, and
+the choice between them."""
 
 from __future__ import annotations
 
@@ -66,3 +67,12 @@ class ResNet18Cifar(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.blocks(self.stem(x)).mean(dim=(2, 3))  # [N, 8*width]
         return self.fc(features)
+
+
+def build_model(protocol: str, in_shape: tuple[int, ...], num_classes: int, hidden: int | None = None,
+                width: int | None = None) -> nn.Module:
+    """The model of a protocol for inputs of shape `[N, *in_shape]`: 'finetune' an `embedding_probe`
+    on features `[D]`, 'train' a `ResNet18Cifar` on images `[C, H, W]`."""
+    if protocol == "finetune":
+        return embedding_probe(in_shape[0], num_classes, hidden)
+    return ResNet18Cifar(num_classes, in_shape[0], width=width or 64)

@@ -1,5 +1,6 @@
 """Files of a run directory, each written atomically: to a temporary file in the same folder, then
-`os.replace`d over the target, so a reader (or a run killed mid-write) never sees half a file."""
+`os.replace`d over the target, so a reader (or a run killed mid-write) never sees half a file. The
+files get the permissions of any new file under the user's umask (not the temporary file's 0600)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -26,6 +29,13 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_mode() -> int:
+    """The mode of a new file under the process's umask: 0o666 without the umask's bits."""
+    umask = os.umask(0o22)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def remove_partial_files(folder: Path) -> None:
@@ -54,5 +64,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
     write_atomic(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint's state; with `mmap` its tensors stay on disk until used (to read the epoch)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)

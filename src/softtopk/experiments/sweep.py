@@ -1,4 +1,5 @@
-"""A grid of runs from a TOML file, run one after another into one folder, and its report.
+"""A grid of runs from a TOML file (or one setting over several seeds), run one after another into
+one folder, and its report.
 
 File format (see the shipped `configs/*.toml`)::
 
@@ -6,45 +7,52 @@ File format (see the shipped `configs/*.toml`)::
     data = "wordnet"                # a data set name or a file path, as --data
     # data_dir = "..."              # as --data-dir (cifar100)
 
-    [training]                      # options shared by every run: epochs, batch_size, lr, ...
-    epochs = 20
+    [training]                      # settings shared by every run: epochs, batch_size, lr, seed, ...
+    seed = [0, 1, 2]
 
     [[grid]]                        # one block of runs; every list-valued key is an axis
     method = ["bitonic", "neuralsort"]
     p_k = [[0, 0, 0, 0, 1], [0.5, 0, 0, 0, 0.5]]   # a list of P_K (a single P_K may be given flat)
-    m = 16
 
-The runs of a block are the product of its axes; the sweep is the blocks' runs in order.
-Option names are the command line's long options with `_` for `-`.
+The runs of a block are the product of its axes; the sweep is the blocks' runs in order, the whole
+grid of the first seed first (so a sweep stopped early has complete comparisons). Keys are
+the options' names (the command line's long options with `_` for `-`); what a run leaves out takes
+the defaults of `softtopk COMMAND --help`. A method setting (inverse_temperature, m, distribution,
+art_lambda, top1_mode, tau, alpha) applies only to the methods that use it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from .config import RunConfig, check_given, make_config
+from .datasets import data_spec
 from .distributed import Group
-from .loss_factory import format_p_k
-from .protocols import data_spec, make_config
-from .report import markdown_table, plot_bars, plot_curves, write_csv
-from .runfiles import read_json, write_json, write_text
+from .loss_factory import display_name, format_p_k
+from .progress import Progress
+from .report import legend, markdown_table, plot_bars, plot_curves, write_csv
+from .runfiles import load_checkpoint, read_json, write_json, write_text
+from .runfolder import check_same_run, read_stored
 from .splits import Splits
-from .training import LOG, PROTOCOLS, SUMMARY, TrainConfig, Trainer, check_run_dir
+from .summary import ADVICE, still_improving_warning
+from .training import CHECKPOINT, CONFIG, LOG, SUMMARY, Trainer
 
 SWEEP = "sweep.json"
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """The runs of a sweep file: `configs[i]` goes to the folder `cells/names[i]`."""
+    """The runs of a sweep file, before the data is loaded: `runs[i]` are the checked options of run i."""
 
     protocol: str
     data: dict
-    configs: tuple[TrainConfig, ...]
-    names: tuple[str, ...]
+    runs: tuple[dict, ...]
 
 
 def shipped_config(name: str) -> Path | None:
@@ -84,9 +92,10 @@ def _block_runs(block: dict) -> list[dict]:
 
 
 def load_sweep(path: str | Path, data: str | None = None, data_dir: str | None = None,
-               epochs: int | None = None) -> Sweep:
+               overrides: Mapping[str, object] | None = None) -> Sweep:
     """Read and check a sweep file (a path, or the name of a shipped one such as 'wordnet').
-    `data`, `data_dir` and `epochs` override the file's. Raises ValueError naming the problem."""
+    `data`, `data_dir` and `overrides` (option values; `seed` a tuple of seeds) replace the file's.
+    Raises ValueError naming the problem."""
     file = Path(path)
     if not file.is_file():
         file = shipped_config(str(path)) or file
@@ -97,91 +106,147 @@ def load_sweep(path: str | Path, data: str | None = None, data_dir: str | None =
     if unknown:
         raise ValueError(f"sweep file {file}: unknown key {unknown[0]!r}")
     protocol = doc.get("command")
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"sweep file {file}: command must be one of {', '.join(PROTOCOLS)}; "
-                         f"got {protocol!r}")
+    try:
+        check_given(protocol, {})
+    except ValueError as error:
+        raise ValueError(f"sweep file {file}: {error}") from None
     default_data = "wordnet" if protocol == "finetune" else "glyphs"
     spec = data_spec(protocol, data or doc.get("data", default_data), data_dir or doc.get("data_dir"))
-    shared = dict(doc.get("training", {}))
-    if epochs is not None:
-        shared["epochs"] = epochs
+    overrides = dict(overrides or {})
+    seeds = overrides.pop("seed", None)
     blocks = doc.get("grid")
     if not isinstance(blocks, list) or not blocks:
         raise ValueError(f"sweep file {file}: needs at least one [[grid]] block")
-    configs, names = [], []
+    runs = []
     for block in blocks:
+        block = {**doc.get("training", {}), **block, **overrides}
+        if seeds is not None:  # the given seeds replace the file's
+            block.pop("seed", None)
         for run in _block_runs(block):
-            try:
-                configs.append(make_config(protocol, spec, {**shared, **run}))
-            except (ValueError, TypeError) as error:
-                raise ValueError(f"sweep file {file}, run {run}: {error}") from None
-            p_k = "-".join(f"{p:g}" for p in configs[-1].loss.p_k)
-            names.append(f"{len(names):02d}-{configs[-1].loss.method}-{p_k}")
-    return Sweep(protocol, spec, tuple(configs), tuple(names))
+            for seed in (run.get("seed"),) if seeds is None else seeds:
+                given = {**run, **({} if seed is None else {"seed": seed})}
+                try:
+                    runs.append(check_given(protocol, given))
+                except (ValueError, TypeError) as error:
+                    raise ValueError(f"sweep file {file}, run {given}: {error}") from None
+    order = list(dict.fromkeys(run.get("seed", 0) for run in runs))
+    runs.sort(key=lambda run: order.index(run.get("seed", 0)))  # the whole grid of one seed, then the next
+    return Sweep(protocol, spec, tuple(runs))
 
 
-def check_sweep_dir(out: Path, sweep: Sweep, resume: bool) -> None:
-    """`out` must be new or empty, or hold this sweep (any epochs) with `resume`; else ValueError."""
-    file = Path(out) / SWEEP
-    if not file.exists():
-        return
-    if not resume:
-        raise ValueError(f"{out} already holds a sweep; pass --resume to continue it or choose another --out")
-    stored = read_json(file)
-    if stored.get("runs") != [config.identity() for config in sweep.configs]:
+def sweep_configs(sweep: Sweep, splits: Splits) -> tuple[list[RunConfig], list[str]]:
+    """The run configurations of a sweep on its loaded data, and their cell folder names."""
+    configs = []
+    for given in sweep.runs:
+        try:
+            configs.append(make_config(sweep.protocol, sweep.data, splits, given))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"sweep run {given}: {error}") from None
+    return configs, cell_names(configs)
+
+
+def cell_names(configs: Sequence[RunConfig]) -> list[str]:
+    """`NN-method-P_K`, with `-seedS` when the runs have several seeds."""
+    several = len({config.seed for config in configs}) > 1
+    return [f"{i:02d}-{c.method}-{'-'.join(f'{p:g}' for p in c.p_k)}" + (f"-seed{c.seed}" if several else "")
+            for i, c in enumerate(configs)]
+
+
+def check_resumable(out: Path, configs: Sequence[RunConfig], names: Sequence[str]) -> None:
+    """`out` must hold this sweep's runs (any epochs); else ValueError."""
+    stored = read_stored(out, "sweep")
+    if stored.get("runs") != [config.identity() for config in configs]:
         raise ValueError(f"--resume: {out} holds a different sweep (the settings of its runs differ)")
-    for config, name in zip(sweep.configs, sweep.names, strict=True):
-        check_run_dir(Path(out) / "cells" / name, config, resume=True)
+    for config, name in zip(configs, names, strict=True):
+        cell = Path(out) / "cells" / name
+        if (cell / CONFIG).exists():
+            check_same_run(cell, config.identity(), config.epochs, checkpoint_epoch(cell))
 
 
-def run_sweep(sweep: Sweep, splits: Splits, out: Path, resume: bool = False, device: str = "cpu",
-              group: Group | None = None, progress: bool = True) -> str:
-    """Run every cell not yet finished in `out/cells/`, then write the report; returns the Markdown
-    table. Finished cells (with summary.json) are skipped on resume; a started one continues."""
+def checkpoint_epoch(folder: Path) -> int | None:
+    """The epoch of the checkpoint in `folder`, or None."""
+    path = Path(folder) / CHECKPOINT
+    return load_checkpoint(path, mmap=True)["epoch"] if path.exists() else None
+
+
+def run_sweep(configs: Sequence[RunConfig], names: Sequence[str], splits: Splits, out: Path,
+              resume: bool = False, device: str = "cpu", group: Group | None = None,
+              progress: Progress | bool = True, runtime: dict | None = None) -> tuple[str, list[str]]:
+    """Run every cell not yet finished in `out/cells/`, then write the report; returns what
+    `write_report` does (empty on processes other than the main one). Finished cells (with
+    summary.json) are skipped on resume; a started one continues."""
     group = group or Group()
     out = Path(out)
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / SWEEP, {"data": sweep.data, "runs": [c.identity() for c in sweep.configs]})
-    for i, (config, name) in enumerate(zip(sweep.configs, sweep.names, strict=True)):
-        cell = out / "cells" / name
-        summary = cell / SUMMARY
-        if resume and summary.exists() and read_json(summary)["epochs"] == config.epochs:
+        write_json(out / SWEEP, {"data": configs[0].data, "runs": [c.identity() for c in configs]})
+    cells = [(out / "cells" / name, config) for config, name in zip(configs, names, strict=True)]
+    done = [resume and _finished(cell, config) for cell, config in cells]
+    if resume and group.is_main:
+        print(f"resuming {out}: {sum(done)} of {len(configs)} runs finished", file=sys.stderr, flush=True)
+    for i, ((cell, config), name) in enumerate(zip(cells, names, strict=True)):
+        if done[i]:
             continue
-        label = f"[{i + 1}/{len(sweep.configs)} {config.loss.method} {format_p_k(config.loss.p_k)}] "
-        trainer = Trainer(config, splits, cell, device=device, group=group, progress=progress, label=label)
-        trainer.run(resume=resume)
-    if not group.is_main:
-        return ""
-    cells = zip(sweep.configs, sweep.names, strict=True)
-    return write_report(out, [(out / "cells" / name, config) for config, name in cells])
+        seed = f" seed {config.seed}" if "seed" in name else ""
+        label = f"[{i + 1}/{len(configs)} {config.method} {format_p_k(config.p_k)}{seed}] "
+        trainer = Trainer(config, splits, cell, device=device, group=group, progress=progress, label=label,
+                          runtime=runtime)
+        trainer.run(resume=resume and (cell / CONFIG).exists())
+    return write_report(out, cells) if group.is_main else ("", [])
 
 
-def result_row(config: TrainConfig, summary: dict) -> dict:
-    """One run's line of the results table and CSV."""
-    return {"method": config.loss.display_name, "p_k": format_p_k(config.loss.p_k),
-            **config.loss.hyperparameters(), "lr": config.lr, "epochs": summary["epochs"],
-            "seed": config.seed, "best_epoch": summary["best_epoch"],
+def _finished(cell: Path, config: RunConfig) -> bool:
+    summary = cell / SUMMARY
+    return summary.exists() and read_json(summary)["epochs"] == config.epochs
+
+
+def result_row(config: RunConfig, summary: dict) -> dict:
+    """One run's line of the results CSV: method, P_K, its settings, seed, selected epochs, test
+    accuracies."""
+    settings = {key: value for key, value in config.settings.items() if key not in ("method", "p_k", "seed")}
+    picked = summary["picked"]
+    return {"method": display_name(config.method), "p_k": format_p_k(config.p_k), **settings,
+            "epochs": summary["epochs"], "seed": config.seed,
+            "best_epoch": "/".join(str(pick["epoch"]) for pick in picked.values()),
+            "still_improving": bool(summary["still_improving"]),
             "top1": summary["test"].get("top1"), "top5": summary["test"].get("top5")}
 
 
-def write_report(out: Path, runs: list[tuple[Path, TrainConfig]]) -> str:
-    """From finished run folders: `out/results.md`, `results.csv`, `results.json`, `curves.png` and
-    `bars.png`. Returns the Markdown table."""
-    rows, histories, bars, methods = [], {}, {}, {}
+def write_report(out: Path, runs: Sequence[tuple[Path, RunConfig]]) -> tuple[str, list[str]]:
+    """From finished run folders: `out/results.md` (the table, its legend and the runs still
+    improving at their end), `results.csv`, `results.json`, `curves.png` and `bars.png`. Returns
+    results.md's text and the warnings to show (a line for runs still improving)."""
+    rows, histories, bars, methods, labels, warnings = [], {}, {}, {}, {}, []
+    improving: dict[str, list[int]] = {}
     for folder, config in runs:
-        summary = read_json(folder / SUMMARY)
+        summary = read_json(Path(folder) / SUMMARY)
         rows.append(result_row(config, summary))
-        label = f"{config.loss.display_name} {format_p_k(config.loss.p_k)}"
-        if label in histories:
-            label = f"{label} ({folder.name})"
-        histories[label] = [json.loads(line) for line in (folder / LOG).read_text().splitlines()]
-        bars[label] = summary["test"]
-        methods[label] = config.loss.method
-    table = markdown_table([{k: v for k, v in row.items() if k != "best_epoch"} for row in rows])
-    write_text(out / "results.md", table)
+        setting = json.dumps({k: v for k, v in config.identity()["settings"].items() if k != "seed"},
+                             sort_keys=True)
+        if setting not in labels:
+            label = config.label
+            labels[setting] = label if label not in labels.values() else f"{label} ({len(labels) + 1})"
+        label = labels[setting]
+        histories.setdefault(label, []).append(
+            [json.loads(line) for line in (Path(folder) / LOG).read_text().splitlines()])
+        bars.setdefault(label, []).append(summary["test"])
+        methods[label] = config.method
+        warning = still_improving_warning(label, summary)
+        if warning:
+            warnings.append(warning)
+            improving.setdefault(label, []).append(config.seed)
+    table = markdown_table(rows)
+    text = table + "\n" + legend(table) + "\n"
+    if improving:
+        listed = "; ".join(f"{label} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
+                           for label, seeds in improving.items())
+        text += f"\nStill improving at the last evaluation ({ADVICE}): {listed}.\n"
+    if len(runs) > 1 and warnings:
+        warnings = [f"{len(warnings)} of {len(runs)} runs were still improving at their last evaluation; "
+                    f"{ADVICE} (listed in {out / 'results.md'})"]
+    write_text(out / "results.md", text)
     write_csv(out / "results.csv", rows)
     write_json(out / "results.json", rows)
     plot_curves(histories, out / "curves.png", groups=methods)
     plot_bars(bars, out / "bars.png")
-    return table
+    return text, warnings

@@ -1,155 +1,36 @@
-"""One training run of either protocol: validation split, epochs of Adam, evaluation after every
-epoch, per-epoch checkpoints that a killed run resumes from, and the result at the best epoch.
+"""The training loop of either protocol: epochs of Adam over the training part, evaluations on
+validation and test every `eval_every` iterations and at the end of each epoch, a checkpoint after
+every epoch that a killed run resumes from, and the summary at the end.
 
-Every random draw of an epoch (order, augmentation) comes from a generator seeded by `(seed, epoch)`,
-so a run resumed from its checkpoint after epoch e replays epochs e+1, ... exactly as an
-uninterrupted run would.
+Every random draw of an epoch (order, augmentation, mixing) comes from a generator seeded by
+`(seed, epoch)`, so a run resumed from its checkpoint after epoch e replays epochs e+1, ... exactly
+as an uninterrupted run would.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from softtopk.metrics import topk_accuracy
-
-from .augment import Augmentation
+from .config import RunConfig, check_fits
 from .distributed import Group
-from .loss_factory import LossSpec, format_p_k, make_loss, selection_weights
-from .models import ResNet18Cifar, embedding_probe
-from .runfiles import (
-    load_checkpoint,
-    read_json,
-    remove_partial_files,
-    save_checkpoint,
-    write_json,
-    write_jsonl,
-)
-from .splits import Splits
+from .loss_factory import make_loss, selection_weights
+from .mixing import Mixing
+from .models import build_model
+from .progress import Progress
+from .runfiles import load_checkpoint, remove_partial_files, save_checkpoint, write_json, write_jsonl
+from .splits import Splits, validation_split
+from .summary import best_row, score, summarize
 
-PROTOCOLS = ("finetune", "train")
 REPORTED_KS = (1, 5, 10, 20)
 CONFIG, LOG, SUMMARY = "config.json", "log.jsonl", "summary.json"
 CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a run's numbers.
-
-    `protocol` 'finetune' trains `embedding_probe(hidden)` on features `[N, D]`; 'train' trains
-    `ResNet18Cifar(width)` on uint8 images `[N, C, H, W]` with the data set's augmentation.
-    `val_size` is a fraction of train (< 1), a count (>= 1) or None for the embedding rule: 10% of
-    train, at most 50,000 (100,000 above 5,000 classes), which gives the paper's 50,000 for ImageNet-1K
-    and 100,000 for ImageNet-21K-P. `data` names the data set and its
-    loader options; `amp` is 'none' or 'bf16'.
-    """
-
-    protocol: str
-    data: dict
-    loss: LossSpec
-    epochs: int
-    batch_size: int
-    lr: float
-    val_size: float | None = None
-    seed: int = 0
-    hidden: int | None = None
-    width: int | None = None
-    amp: str = "none"
-    augmentation: Augmentation = field(default_factory=Augmentation)
-
-    def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {self.protocol!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
-        size = self.val_size
-        if size is not None and (not size > 0 or (size >= 1 and size != int(size))):
-            raise ValueError(f"val_size must be a fraction in (0, 1) or a whole count >= 1, got {size}")
-        if self.amp not in ("none", "bf16"):
-            raise ValueError(f"amp must be 'none' or 'bf16', got {self.amp!r}")
-
-    def to_dict(self) -> dict:
-        """JSON-ready form, as stored in config.json."""
-        return json.loads(json.dumps(asdict(self)))
-
-    def identity(self) -> dict:
-        """What a resumed run must share with the run it continues: all but `epochs`, which may grow."""
-        return {key: value for key, value in self.to_dict().items() if key != "epochs"}
-
-
-def check_run_dir(out: Path, config: TrainConfig, resume: bool) -> None:
-    """Refuse to start over a finished or different run: `out` must be new or empty, or hold this
-    configuration's run with `resume` set. Raises ValueError with a one-line reason."""
-    config_file = Path(out) / CONFIG
-    if not config_file.exists():
-        return
-    if not resume:
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    try:
-        stored = read_json(config_file)["config"]
-    except (ValueError, KeyError, OSError) as error:
-        raise ValueError(f"--resume: {config_file} is unreadable ({error})") from None
-    mine = config.identity()
-    stored.pop("epochs", None)
-    if stored != mine:
-        diffs = [f"{key}: {stored.get(key)!r} there, {mine.get(key)!r} now"
-                 for key in sorted(set(stored) | set(mine)) if stored.get(key) != mine.get(key)]
-        raise ValueError(f"--resume: {out} was started with a different configuration ({'; '.join(diffs)})")
-    if (Path(out) / CHECKPOINT).exists():
-        done = load_checkpoint(Path(out) / CHECKPOINT)["epoch"]
-        if done > config.epochs:
-            raise ValueError(f"--epochs {config.epochs} is less than the {done} epochs {out} has finished")
-
-
-def check_fits(config: TrainConfig, splits: Splits) -> None:
-    """Raise ValueError unless `splits` suit `config`: the protocol's kind of input, more classes
-    than K, and a validation part that leaves training samples."""
-    train_x, test_x = splits.train_x, splits.test_x
-    if config.protocol == "finetune":
-        if train_x.dim() != 2 or not train_x.is_floating_point() or test_x.shape[1:] != train_x.shape[1:]:
-            raise ValueError(f"finetune needs float features [N, D] for train and test; got "
-                             f"{train_x.dtype} {tuple(train_x.shape)} and {tuple(test_x.shape)}")
-    elif train_x.dim() != 4 or train_x.dtype != torch.uint8 or test_x.shape[1:] != train_x.shape[1:]:
-        raise ValueError(f"train needs uint8 images [N, C, H, W] for train and test; got "
-                         f"{train_x.dtype} {tuple(train_x.shape)} and {tuple(test_x.shape)}")
-    k_max = len(config.loss.p_k)
-    if k_max >= splits.num_classes:
-        raise ValueError(f"P_K has K = {k_max} entries but the data has only {splits.num_classes} classes")
-    _validation_count(splits, config.val_size)
-
-
-def _validation_count(splits: Splits, val_size: float | None) -> int:
-    n = splits.train_y.shape[0]
-    if val_size is None:
-        count = min(round(0.1 * n), 100_000 if splits.num_classes > 5000 else 50_000)
-    else:
-        count = round(val_size * n) if val_size < 1 else int(val_size)
-    if not 1 <= count < n:
-        raise ValueError(f"val_size {val_size} gives {count} validation samples out of {n} in train; "
-                         f"it must leave at least one sample in each part")
-    return count
-
-
-def validation_split(splits: Splits, val_size: float | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices `(train [N - V], val [V])` into `splits.train_*`: a random validation part of V samples
-    (see `TrainConfig` for `val_size`). Indices, not copies, so memory-mapped embeddings stay on disk."""
-    count = _validation_count(splits, val_size)
-    order = torch.randperm(splits.train_y.shape[0], generator=torch.Generator().manual_seed(seed))
-    return order[count:], order[:count]
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -157,35 +38,36 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class Trainer:
-    """A prepared run: `Trainer(config, splits, ...)` checks the data against the protocol and builds
+    """A prepared run: `Trainer(config, splits, ...)` checks the data against the config and builds
     the model and loss (raising ValueError on a mismatch); `run()` trains and returns the summary.
 
-    With `out`, the main process writes `out/config.json`, `log.jsonl` (one line per epoch's
-    evaluation), `checkpoint.pt` and `best.pt` every epoch, and `summary.json` at the end.
+    With `out`, the main process writes `out/config.json`, `log.jsonl` (one line per evaluation),
+    `checkpoint.pt` after every epoch, `best.pt` (the model of the best P_K-weighted validation
+    score so far) and `summary.json` at the end.
     """
 
-    def __init__(self, config: TrainConfig, splits: Splits, out: Path | None = None, device: str = "cpu",
-                 group: Group | None = None, progress: bool = True, label: str = "",
+    def __init__(self, config: RunConfig, splits: Splits, out: Path | None = None, device: str = "cpu",
+                 group: Group | None = None, progress: Progress | bool = True, label: str = "",
                  runtime: dict | None = None) -> None:
         self.config, self.out, self.group = config, None if out is None else Path(out), group or Group()
         self.device = torch.device(device)
-        self.progress, self.label, self.runtime = progress and self.group.is_main, label, runtime or {}
+        if not isinstance(progress, Progress):
+            progress = Progress(progress)
+        self.progress = progress if self.group.is_main else Progress(False)
+        self.label, self.runtime = label, runtime or {}
         check_fits(config, splits)
-        self.loss_fn = make_loss(config.loss)
-        self.num_classes = splits.num_classes
-        k_max = len(config.loss.p_k)
+        self.loss_fn = make_loss(config.settings)
+        self.mixing = Mixing(config.mixup, config.cutmix) if config.mixes else None
+        self.splits, self.num_classes = splits, splits.num_classes
+        k_max = len(config.p_k)
         self.ks = tuple(sorted({k for k in (*REPORTED_KS, *range(1, k_max + 1)) if k <= self.num_classes}))
-        self.weights = selection_weights(config.loss)
-        self.splits = splits
+        self.weights = selection_weights(config.p_k)
         self.train_index, self.val_index = validation_split(splits, config.val_size, config.seed)
         self.test_index = torch.arange(splits.test_y.shape[0])
-        self.prepare = self._input_transform(config, splits.train_x, self.train_index)
+        self.prepare = self._input_transform(config.protocol, splits.train_x, self.train_index)
         torch.manual_seed(config.seed)
-        if config.protocol == "finetune":
-            self.model = embedding_probe(splits.train_x.shape[1], self.num_classes, config.hidden)
-        else:
-            self.model = ResNet18Cifar(self.num_classes, splits.train_x.shape[1], width=config.width or 64)
-        self.model.to(self.device)
+        self.model = build_model(config.protocol, tuple(splits.train_x.shape[1:]), self.num_classes,
+                                 hidden=config.hidden, width=config.width).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.ddp_model: nn.Module = self.model
         if self.group.world > 1:
@@ -193,90 +75,113 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     @staticmethod
-    def _input_transform(config: TrainConfig, inputs: torch.Tensor,
-                         train_index: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The map from stored inputs to model inputs: features as float, images standardised per
-        channel with the statistics of the training part `inputs[train_index]`."""
-        if config.protocol == "finetune":
+    def _input_transform(protocol: str, inputs: torch.Tensor, train_index: torch.Tensor):
+        """The map from stored inputs to model inputs: features as float, images (uint8, or float in
+        [0, 255] when mixed) standardised per channel with the statistics of `inputs[train_index]`."""
+        if protocol == "finetune":
             return lambda x: x.float()
         mean, std = _channel_stats(inputs, train_index)
         return lambda x: (x.float() / 255 - mean.to(x.device)) / std.to(x.device)
 
     def run(self, resume: bool = False) -> dict:
         """Train the remaining epochs (all, or those after the checkpoint with `resume`); returns the
-        summary: test accuracies at the best validation epoch, and what picked it."""
+        summary (see `summary.summarize`)."""
         history, start = [], 0
         checkpoint = self.out / CHECKPOINT if self.out else None
         if resume and checkpoint is not None and checkpoint.exists():
             if self.group.is_main:
                 remove_partial_files(self.out)
             history, start = self._restore(load_checkpoint(checkpoint))
-        elif self.out is not None and self.group.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            write_json(self.out / CONFIG, {"config": self.config.to_dict(), "runtime": self.runtime})
+            self._announce(f"resuming {self.out} after epoch {start} of {self.config.epochs}")
+        else:
+            if resume:
+                self._announce(f"resuming {self.out}: no epoch had finished, starting at epoch 1")
+            if self.out is not None and self.group.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                write_json(self.out / CONFIG, {"config": self.config.to_dict(), "runtime": self.runtime})
         for epoch in range(start + 1, self.config.epochs + 1):
             began = time.perf_counter()
-            train_loss = self._train_epoch(epoch)
-            row = {"epoch": epoch, "train_loss": train_loss}
-            s = self.splits
-            for part, x, y, index in (("val", s.train_x, s.train_y, self.val_index),
-                                      ("test", s.test_x, s.test_y, self.test_index)):
-                row.update({f"{part}_{key}": value for key, value in self._evaluate(x, y, index).items()})
-            row["selection"] = sum(w * row[f"val_top{k}"] for k, w in self.weights.items())
-            row["seconds"] = time.perf_counter() - began
-            history.append(row)
+            mean_loss = self._train_epoch(epoch, history)
             self._save(epoch, history)
-            if self.progress:
-                tqdm.write(f"{self.label}epoch {epoch}/{self.config.epochs}: train loss {train_loss:.4f}, "
-                           f"val top-1 {row['val_top1']:.2%} top-5 {row.get('val_top5', math.nan):.2%}",
-                           file=sys.stderr)
+            last = history[-1]
+            self.progress.line(f"{self.label}epoch {epoch}/{self.config.epochs}: train loss {mean_loss:.4f}, "
+                               f"val top-1 {last['val_top1']:.2%} top-5 {last.get('val_top5', math.nan):.2%} "
+                               f"({time.perf_counter() - began:.1f} s)")
         summary = summarize(self.config, history, self.val_index.shape[0])
         if self.out is not None and self.group.is_main:
             write_json(self.out / SUMMARY, summary)
         return summary
 
-    def _train_epoch(self, epoch: int) -> float:
-        """One pass over train in shuffled global batches; returns the mean training loss."""
+    def _announce(self, text: str) -> None:
+        if self.group.is_main:
+            print(f"{self.label}{text}", file=sys.stderr, flush=True)
+
+    def _train_epoch(self, epoch: int, history: list[dict]) -> float:
+        """One pass over train in shuffled global batches, appending an evaluation row to `history`
+        every `eval_every` iterations and at the end; returns the epoch's mean training loss."""
         generator = _epoch_generator(self.config.seed, epoch)
         order = self.train_index[torch.randperm(self.train_index.shape[0], generator=generator)]
-        batches = torch.split(order, self.config.batch_size)
+        # a last batch too small to give every process a sample is dropped
+        batches = [index for index in torch.split(order, self.config.batch_size)
+                   if index.shape[0] >= self.group.world]
         self.ddp_model.train()
-        total, count = torch.zeros((), dtype=torch.float64, device=self.device), 0  # no sync per step
-        bar = tqdm(batches, desc=f"{self.label}epoch {epoch}", file=sys.stderr, leave=False,
-                   disable=not self.progress, unit="batch")
-        for index in bar:
-            if index.shape[0] < self.group.world:  # too few samples to give every process one
-                break
-            x = self.config.augmentation(self.splits.train_x[index], generator)  # the whole global batch
-            x, y = self.group.shard(x), self.group.shard(self.splits.train_y[index])
-            with self._autocast():
-                logits = self.ddp_model(self.prepare(x.to(self.device)))
-            loss = self.loss_fn(logits.float(), y.to(self.device))
-            # DDP averages gradients over processes; weighting by the shard's share makes the average
-            # the gradient of the global batch's mean loss even when shards differ in size.
-            share = y.shape[0] * self.group.world / index.shape[0]
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss * share).backward()
-            self.optimizer.step()
-            total += loss.detach().double() * y.shape[0]
-            count += index.shape[0]
-        return float(self.group.sum(total)) / max(count, 1)
+        # loss sums stay on the device: no synchronisation per step
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        total, count, epoch_total, epoch_count = zero.clone(), 0, zero.clone(), 0
+        since = time.perf_counter()
+        every = self.config.eval_every or len(batches)
+        shown = self.progress.batches(batches, len(batches), f"{self.label}epoch {epoch}")
+        for i, index in enumerate(shown, start=1):
+            summed = self._step(index, generator)
+            total, count = total + summed, count + index.shape[0]
+            if i % every == 0 or i == len(batches):
+                epoch_total, epoch_count = epoch_total + total, epoch_count + count
+                row = {"epoch": epoch, "iteration": i, "step": (epoch - 1) * len(batches) + i,
+                       "train_loss": float(self.group.sum(total)) / max(count, 1)}
+                s = self.splits
+                for part, x, y, rows in (("val", s.train_x, s.train_y, self.val_index),
+                                         ("test", s.test_x, s.test_y, self.test_index)):
+                    row.update({f"{part}_{key}": value for key, value in self._evaluate(x, y, rows).items()})
+                row["score"] = score(row, self.weights)
+                row["seconds"] = time.perf_counter() - since
+                history.append(row)
+                if best_row(history, "score") is row:
+                    self._save_best(epoch)
+                self.ddp_model.train()
+                total, count, since = zero.clone(), 0, time.perf_counter()
+        return float(self.group.sum(epoch_total)) / max(epoch_count, 1)
+
+    def _step(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One optimiser step on the global batch `index`; returns this process's loss sum."""
+        x = self.config.augmentation(self.splits.train_x[index], generator)  # the whole global batch
+        y = self.splits.train_y[index]
+        if self.mixing is not None:
+            x, y = self.mixing(x, y, self.num_classes, generator)
+        x, y = self.group.shard(x), self.group.shard(y)
+        with self._autocast():
+            logits = self.ddp_model(self.prepare(x.to(self.device)))
+        loss = self.loss_fn(logits.float(), y.to(self.device))
+        # DDP averages gradients over processes; weighting by the shard's share makes the average
+        # the gradient of the global batch's mean loss even when shards differ in size.
+        share = y.shape[0] * self.group.world / index.shape[0]
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * share).backward()
+        self.optimizer.step()
+        return loss.detach().double() * y.shape[0]
 
     @torch.no_grad()
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                   batch_size: int = 1000) -> dict[str, float]:
-        """Top-k accuracies (`top{k}`) and mean loss (`loss`) on the rows `index` of `x`, `y`, shared
-        out over the processes."""
+        """Top-k accuracies (`top{k}`, see `topk_hits`) and mean loss (`loss`) on the rows `index` of
+        `x`, `y`, shared out over the processes."""
         self.model.eval()
         sums = torch.zeros(len(self.ks) + 1, dtype=torch.float64)  # hits per k, then the loss sum
         for rows in torch.split(self.group.shard(index), batch_size):
             with self._autocast():
                 logits = self.model(self.prepare(x[rows].to(self.device))).float()
             target = y[rows].to(self.device)
-            accuracy = topk_accuracy(logits, target, self.ks)
-            n = rows.shape[0]
-            sums[:-1] += torch.tensor([accuracy[k] * n for k in self.ks], dtype=torch.float64)
-            sums[-1] += float(self.loss_fn(logits, target)) * n
+            sums[:-1] += topk_hits(logits, target, self.ks).cpu()
+            sums[-1] += float(self.loss_fn(logits, target)) * rows.shape[0]
         sums = self.group.sum(sums.to(self.device)).cpu()
         hits = sums[:-1].round().tolist()
         result = {f"top{k}": hit / index.shape[0] for k, hit in zip(self.ks, hits, strict=True)}
@@ -288,20 +193,21 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    def _save_best(self, epoch: int) -> None:
+        if self.out is not None and self.group.is_main:
+            save_checkpoint(self.out / BEST, {"epoch": epoch, "model": self.model.state_dict()})
+
     def _save(self, epoch: int, history: list[dict]) -> None:
         """Checkpoint first, then the log it implies: a run killed between the two rewrites the log
         from the checkpoint on resume, so no finished epoch is lost or logged twice."""
         if self.out is None or not self.group.is_main:
             return
-        best = best_epoch(history)
-        if best["epoch"] == epoch:
-            save_checkpoint(self.out / BEST, {"epoch": epoch, "model": self.model.state_dict()})
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         save_checkpoint(self.out / CHECKPOINT, {
             "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "history": history, "best": best, "rng": rng})
+            "history": history, "rng": rng})
         write_jsonl(self.out / LOG, history)
 
     def _restore(self, state: dict) -> tuple[list[dict], int]:
@@ -313,6 +219,17 @@ class Trainer:
         if self.group.is_main:
             write_jsonl(self.out / LOG, state["history"])
         return list(state["history"]), state["epoch"]
+
+
+def topk_hits(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
+    """How many rows of `logits [N, C]` rank `target [N]` within the top k, for each k of `ks`
+    (float64 `[len(ks)]`). The rank is the number of other classes scored at least as high, so a tie
+    counts against the true class (all-equal logits hit only at k = C), and a row with a NaN score
+    never hits. One comparison instead of a `topk` per k."""
+    true = logits.gather(1, target.unsqueeze(1))
+    rank = (logits >= true).sum(dim=1) - 1  # [N]
+    rank = rank.masked_fill(logits.isnan().any(dim=1), logits.shape[1])
+    return torch.stack([(rank < k).sum() for k in ks]).double()
 
 
 @torch.no_grad()
@@ -330,22 +247,3 @@ def _channel_stats(images: torch.Tensor, index: torch.Tensor,
     mean = total / count
     std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
     return mean.float().view(1, -1, 1, 1), std.float().view(1, -1, 1, 1)
-
-
-def best_epoch(history: list[dict]) -> dict:
-    """The history row with the highest validation selection score (the earliest among equals)."""
-    return max(history, key=lambda row: (row["selection"], -row["epoch"]))
-
-
-def summarize(config: TrainConfig, history: list[dict], val_count: int) -> dict:
-    """The run's result: the test accuracies of the best validation epoch."""
-    best = best_epoch(history)
-    ks = sorted(int(key[len("test_top"):]) for key in best if key.startswith("test_top"))
-    return {
-        "method": config.loss.method, "p_k": list(config.loss.p_k), "p_k_label": format_p_k(config.loss.p_k),
-        "best_epoch": best["epoch"], "epochs": len(history), "val_size": val_count,
-        "selection": {f"top{k}": w for k, w in selection_weights(config.loss).items()},
-        "test": {f"top{k}": best[f"test_top{k}"] for k in ks},
-        "val": {f"top{k}": best[f"val_top{k}"] for k in ks},
-        "seconds": sum(row["seconds"] for row in history),
-    }

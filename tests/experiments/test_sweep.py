@@ -1,14 +1,17 @@
+"""Sweep files: grids of runs over seeds, run into one folder, resumed cell by cell."""
+
 from __future__ import annotations
 
 import csv
 import json
 
 import pytest
+import torch
 
 from softtopk.experiments import sweep
 from softtopk.experiments.cli import main
-from softtopk.experiments.report import markdown_table
-from softtopk.experiments.sweep import load_sweep
+from softtopk.experiments.splits import Splits
+from softtopk.experiments.sweep import load_sweep, sweep_configs
 
 GRID = """
 command = "finetune"
@@ -37,8 +40,9 @@ def test_sweep_writes_the_table_and_resumes(tiny_data, tmp_path, capsys, monkeyp
     assert main(argv) == 0
     table = (out / "results.md").read_text()
     assert capsys.readouterr().out.startswith(table)
-    lines = table.splitlines()
-    assert lines[0] == "| Method | P_K | Top-1 (%) | Top-5 (%) |"  # no setting varies but method and P_K
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    # no setting varies but method and P_K; one seed: differences to softmax without a noise estimate
+    assert lines[0] == "| Method | P_K | Top-1 (%) | Top-5 (%) | Δ top-1 | Δ top-5 |"
     assert [line.split(" | ")[:2] for line in lines[2:]] == [
         ["| Softmax", "[1, 0, 0, 0, 0]"],
         ["| Bitonic DSN", "[.5, 0, 0, 0, .5]"], ["| Bitonic DSN", "[0, 0, 0, 0, 1]"],
@@ -47,7 +51,10 @@ def test_sweep_writes_the_table_and_resumes(tiny_data, tmp_path, capsys, monkeyp
         rows = list(csv.DictReader(f))
     assert len(rows) == 5 and rows[1]["m"] == "6" and rows[0]["m"] == ""
     for row, line in zip(rows, lines[2:], strict=True):  # the table shows the CSV's numbers in percent
-        assert line.endswith(f"| {100 * float(row['top1']):.2f} | {100 * float(row['top5']):.2f} |")
+        cells = line.split(" | ")
+        assert cells[2:4] == [f"{100 * float(row['top1']):.2f}", f"{100 * float(row['top5']):.2f}"]
+        difference = 100 * (float(row["top1"]) - float(rows[0]["top1"]))
+        assert cells[4] == ("–" if row["method"] == "Softmax" else f"{difference:+.2f} (1 seed)")
     cells = sorted(p.name for p in (out / "cells").iterdir())
     assert cells[1] == "01-bitonic-0.5-0-0-0-0.5" and len(cells) == 5
     assert all((out / "cells" / c / "summary.json").exists() for c in cells)
@@ -67,6 +74,7 @@ def test_sweep_writes_the_table_and_resumes(tiny_data, tmp_path, capsys, monkeyp
     assert ran == [cells[3]]
     assert (out / "results.md").read_text() == table  # same numbers: the cell resumed from its last epoch
 
+    assert "resuming" in capsys.readouterr().err
     # a changed grid does not mix with the old one
     config.write_text(GRID.replace("m = 6", "m = 7"))
     fails([*argv, "--resume"], "holds a different sweep")
@@ -77,11 +85,12 @@ def test_demo_runs_the_shipped_grid(tiny_data, tmp_path, capsys):
     printed = capsys.readouterr().out
     rows = [line for line in printed.splitlines() if line.startswith("| ") and "Method" not in line]
     assert [row.split(" | ")[:2] for row in rows] == [
-        ["| Softmax", "[1, 0, 0, 0, 0]"],
-        ["| Bitonic DSN", "[.5, 0, 0, 0, .5]"], ["| Bitonic DSN", "[0, 0, 0, 0, 1]"],
-        ["| Splitter sel. DSN", "[.5, 0, 0, 0, .5]"], ["| Splitter sel. DSN", "[0, 0, 0, 0, 1]"],
-        ["| NeuralSort", "[.5, 0, 0, 0, .5]"], ["| NeuralSort", "[0, 0, 0, 0, 1]"]]
-    assert "7 runs in" in printed
+        ["| Softmax", "[1, 0, 0, 0, 0]"], ["| Bitonic DSN", "[.5, 0, 0, 0, .5]"],
+        ["| Splitter sel. DSN", "[.5, 0, 0, 0, .5]"], ["| NeuralSort", "[.5, 0, 0, 0, .5]"],
+        ["| SoftSort", "[.5, 0, 0, 0, .5]"]]
+    assert all(row.endswith("| 3 |") for row in rows)  # three seeds each
+    assert printed.splitlines()[0].endswith("| Δ top-1 | Δ top-5 | Seeds |")
+    assert "15 runs in" in printed
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -93,7 +102,7 @@ def test_demo_runs_the_shipped_grid(tiny_data, tmp_path, capsys):
     ("command = 'finetune'\n[[grid]]\nmethod = 'bitonic'\np_k = [0, 1]\nlearning_rate = 1\n",
      "unknown option 'learning_rate'"),
     ("command = 'finetune'\n[training]\nlr = 'fast'\n[[grid]]\nmethod = 'softmax'\n",
-     "lr must be of type float"),
+     "lr must be a number"),
     ("command = 'train'\n[[grid]]\nmethod = 'softmax'\nhidden = 3\n", "hidden is an option of finetune"),
 ])
 def test_bad_sweep_files_exit_2(tiny_data, tmp_path, capsys, text, message, fails):
@@ -107,51 +116,57 @@ def test_missing_sweep_file_exits_2(tmp_path, capsys, fails):
     fails(["sweep", str(tmp_path / "nope.toml")], "does not exist")
 
 
+def _paper_sized(protocol: str) -> Splits:
+    """Stand-ins of the paper's data sizes that take no memory (expanded views)."""
+    if protocol == "finetune":
+        x, n, classes = torch.ones(1, 4).expand(1_281_167, 4), 1_281_167, 1000
+    else:
+        x, n, classes = torch.zeros(1, 3, 32, 32, dtype=torch.uint8).expand(50_000, 3, 32, 32), 50_000, 100
+    y = torch.arange(n) % classes
+    return Splits(x, y, x[:10], y[:10], classes)
+
+
 def test_shipped_grids_are_the_papers():
     expected_p_k = {(0, 0, 0, 0, 1), (0.5, 0, 0, 0, 0.5), (0.25, 0, 0, 0, 0.75), (0.1, 0, 0, 0, 0.9),
                     (0.2,) * 5}
     for name in ("wordnet", "imagenet1k", "cifar100"):
-        configs = load_sweep(name, data="emb.pt" if name == "imagenet1k" else None).configs
+        grid = load_sweep(name, data="emb.pt" if name == "imagenet1k" else None)
+        configs, _ = sweep_configs(grid, _paper_sized(grid.protocol))
         by_method: dict[str, list] = {}
         for config in configs:
-            by_method.setdefault(config.loss.method, []).append(config.loss)
-        assert [loss.p_k for loss in by_method.pop("softmax")] == [(1, 0, 0, 0, 0)]
-        assert [(loss.p_k, loss.tau) for loss in by_method.pop("smooth_topk")] == [((0, 0, 0, 0, 1), 1.0)]
+            by_method.setdefault(config.method, []).append(config)
+        seeds = 3 if name == "wordnet" else 1
+        assert [c.p_k for c in by_method.pop("softmax")] == [(1, 0, 0, 0, 0)] * seeds
+        assert [(c.p_k, c.tau) for c in by_method.pop("smooth_topk")] == [((0, 0, 0, 0, 1), 1.0)] * seeds
         assert set(by_method) == {"bitonic", "splitter_selection", "neuralsort", "softsort"}
-        for method, losses in by_method.items():
-            assert {loss.p_k for loss in losses} == expected_p_k and len(losses) == 5
+        for method, runs in by_method.items():
+            assert {c.p_k for c in runs} == expected_p_k and len(runs) == 5 * seeds
             dsn = method in ("bitonic", "splitter_selection")
             if name == "cifar100":
-                assert {(loss.inverse_temperature, loss.top1_mode, loss.m) for loss in losses} == {
+                assert {(c.inverse_temperature, c.top1_mode, c.m) for c in runs} == {
                     (0.5 if dsn else 0.0625, "smce", None)}
-                settings = {(c.epochs, c.batch_size, c.lr, c.val_size) for c in configs}
-                assert settings == {(200, 128, 1e-3, 0.05)}
+                settings = {(c.epochs, c.batch_size, c.lr, c.val_size, c.eval_every) for c in configs}
+                assert settings == {(200, 128, 1e-3, 0.05, 0)}
             else:
-                assert {(loss.inverse_temperature, loss.m, loss.top1_mode) for loss in losses} == {
+                assert {(c.inverse_temperature, c.m, c.top1_mode) for c in runs} == {
                     (1.0 if dsn else 0.5, 16, "sm")}
             if dsn:
-                assert {(loss.distribution, loss.art_lambda) for loss in losses} == {("logistic_phi", 0.5)}
-    paper = load_sweep("imagenet1k", data="emb.pt").configs[0]
-    assert (paper.epochs, paper.batch_size, paper.lr, paper.val_size) == (20, 500, 10**-4.5, 50000)
+                assert {(c.distribution, c.art_lambda) for c in runs} == {("logistic_phi", 0.5)}
+        assert {c.select for c in configs} == {"per-metric"}
+    paper = sweep_configs(load_sweep("imagenet1k", data="emb.pt"), _paper_sized("finetune"))[0][0]
+    assert (paper.epochs, paper.batch_size, paper.lr, paper.val_size, paper.eval_every) == (20, 500, 10**-4.5,
+                                                                                            None, 100)
     assert load_sweep("cifar100", data_dir="/data/c100").data == {"name": "cifar100", "folder": "/data/c100"}
 
 
-def test_table_aggregates_seeds_and_shows_only_varying_settings():
-    runs = [{"method": "Softmax", "p_k": "[1]", "lr": 0.1, "seed": s, "top1": t1, "top5": t5}
-            for s, t1, t5 in ((0, 0.5, 0.9), (1, 0.7, 0.8))]
-    runs += [{"method": "NeuralSort", "p_k": "[0, 1]", "lr": 0.1, "seed": 0, "inverse_temperature": beta,
-              "m": 16, "top1": 0.25, "top5": None} for beta in (0.5, 1.0)]
-    table = markdown_table(runs).splitlines()
-    assert table[0] == "| Method | P_K | inverse_temperature | Top-1 (%) | Top-5 (%) | Runs |"
-    assert table[2] == "| Softmax | [1] | – | 60.00 ± 14.14 | 85.00 ± 7.07 | 2 |"
-    assert table[3] == "| NeuralSort | [0, 1] | 0.5 | 25.00 | – | 1 |"
-    assert len(table) == 5
-    # a setting that only differs between methods (as in the paper's grids) gets no column
-    per_method = [{"method": m, "p_k": "[1]", "inverse_temperature": b, "top1": 0.5, "top5": 0.9}
-                  for m, b in (("Bitonic DSN", 1.0), ("NeuralSort", 0.5))]
-    assert markdown_table(per_method).splitlines()[0] == "| Method | P_K | Top-1 (%) | Top-5 (%) |"
-    with pytest.raises(ValueError, match="at least one run"):
-        markdown_table([])
+def test_grid_axes_seeds_and_overrides():
+    grid = load_sweep("demo")
+    assert len(grid.runs) == 15 and [r["seed"] for r in grid.runs] == [0] * 5 + [1] * 5 + [2] * 5
+    assert [r["method"] for r in grid.runs[:5]] == ["softmax", "bitonic", "splitter_selection", "neuralsort",
+                                                     "softsort"]
+    assert {r["epochs"] for r in grid.runs} == {6}
+    short = load_sweep("demo", overrides={"seed": (4, 5), "epochs": 2, "lr": 0.1})
+    assert [(r["seed"], r["epochs"], r["lr"]) for r in short.runs] == [(4, 2, 0.1)] * 5 + [(5, 2, 0.1)] * 5
 
 
 def test_results_json_lists_every_run(tiny_data, tmp_path):
