@@ -11,7 +11,7 @@ def _tiny(spec: dict) -> Splits:
     """Stands in for every loader: Gaussian clusters as features, or random uint8 images."""
     g = torch.Generator().manual_seed(0)
     y = torch.arange(360) % 8
-    if spec["name"] in ("glyphs", "cifar100"):
+    if spec["name"] in ("glyphs", "radicals", "cifar100"):
         x = torch.randint(0, 256, (360, 1, 8, 8), generator=g, dtype=torch.uint8)
     else:
         x = 2 * torch.randn(8, 6, generator=g)[y] + torch.randn(360, 6, generator=g)

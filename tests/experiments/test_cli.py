@@ -138,7 +138,7 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["finetune", "--seeds", "0,0"], "argument --seed/--seeds: must not repeat a seed"),
     (["finetune", "--method", "bitonic", "--p-k", "0,0,0,0,0,0,0,0,1"],
      "--p-k has K = 9 entries but the data has only 8"),
-    (["train", "--data", "mnist"], "--data must be glyphs or cifar100"),
+    (["train", "--data", "mnist"], "--data must be glyphs, radicals or cifar100"),
     (["train", "--data", "cifar100"], "--data cifar100 needs --data-dir"),
     (["finetune", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     (["finetune", "--threads", "0"], "argument --threads: must be a whole number >= 1, got '0'"),

@@ -102,7 +102,7 @@ GOOD = {"train_embeddings": np.zeros((4, 3), np.float16), "train_labels": np.arr
 
 @pytest.mark.parametrize("content,message", [
     (None, "missing.*build_gcide_minilm.py"),
-    (b"not a zip archive", "cannot read"),
+    (b"not a zip archive", "not a readable .npz"),
     (_archive(**GOOD), "class_names of strings"),
     (_archive(**GOOD, class_names=np.arange(3)), "class_names of strings"),
     (_archive(**GOOD, class_names=np.array(["a", "b"])), "only 2 class_names"),

@@ -44,7 +44,7 @@ def test_data_spec():
 
 
 @pytest.mark.parametrize(("protocol", "data", "data_dir", "message"), [
-    ("train", "mnist", None, "--data must be glyphs or cifar100 for train; got 'mnist'"),
+    ("train", "mnist", None, "--data must be glyphs, radicals or cifar100 for train; got 'mnist'"),
     ("train", "cifar100", None, "--data cifar100 needs --data-dir PATH"),
     ("train", "glyphs", "x", "--data-dir is only for cifar100"),
     ("finetune", "emb.pt", "x", "--data-dir is only for cifar100; give an embedding file as --data PATH"),

@@ -50,12 +50,23 @@ class DataSet:
 
 DATASETS: tuple[DataSet, ...] = (
     DataSet("wordnet", "finetune", "WordNet noun glosses, 148 classes, TF-IDF + SVD features (shipped)"),
+    DataSet("languages", "finetune", "the language of a word, 66 languages from Debian's Hunspell "
+            "dictionaries, character n-gram TF-IDF + SVD features (shipped)"),
+    DataSet("gcide", "finetune", "the subject field of a GCIDE dictionary sense, 70 fields, TF-IDF + SVD "
+            "features (shipped)"),
+    DataSet("gcide_minilm", "finetune", "the GCIDE subject fields as frozen all-MiniLM-L6-v2 sentence "
+            "embeddings (PCA 128-d, shipped): a pretrained encoder's features, the paper's setting"),
     DataSet("embeddings", "finetune", "an embedding file (.pt/.npz), e.g. the paper's ImageNet embeddings",
             paper=None, paper_data=None, given_as="path"),
     DataSet("glyphs", "train", "rendered letters and digits of several scripts, 182 classes (built on "
             "first use)", paper="cifar100", overrides={"epochs": 20, "width": 16},
             note="to fit a CPU, where the paper trains width 64 for 200 epochs; no flip, since a mirrored "
             "glyph is another glyph or none", augmentation=Augmentation(crop_padding=4, hflip=False)),
+    DataSet("radicals", "train", "the Kangxi radical of a CJK character image, 104 radicals, 32x32 "
+            "renderings in three Debian fonts, train and test by character (shipped)", paper="cifar100",
+            overrides={"epochs": 20, "width": 16},
+            note="to fit a CPU, where the paper trains width 64 for 200 epochs; no flip, since a mirrored "
+            "character is another character or none", augmentation=Augmentation(crop_padding=4, hflip=False)),
     DataSet("cifar100", "train", "CIFAR-100 from a local cifar-100-python folder", paper="cifar100",
             paper_data=True, augmentation=Augmentation(crop_padding=4, hflip=True), given_as="folder",
             loader="cifar:load_cifar100"),
