@@ -3,6 +3,8 @@ and target, per-class weights, `ignore_index` and the reductions."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ._checks import check_choice, check_scores
@@ -59,11 +61,11 @@ def flatten(input: Tensor, target: Tensor, dense: bool = True) -> tuple[Tensor, 
     return input.reshape(-1, classes), flat, per_prediction
 
 
-def reduce(rows: Tensor, mean_weight: Tensor, reduction: str, shape: tuple[int, ...]) -> Tensor:
-    """Per-row losses `[M]` -> the reduction; 'mean' divides by the summed `mean_weight`. With no
-    counted row 'mean' is 0/0 = NaN, as in cross-entropy; its gradient is zero, not NaN, as long as
-    the rows of uncounted predictions are selected away with `where` (not multiplied by 0)."""
+def reduce(rows: Tensor, reduction: str, shape: tuple[int, ...], count: Callable[[], Tensor]) -> Tensor:
+    """Per-row losses `[M]` -> the reduction; 'mean' divides by `count()`. With nothing counted
+    'mean' is 0/0 = NaN, as in cross-entropy; its gradient is zero, not NaN, as long as the rows of
+    uncounted predictions are selected away (`where`, `masked_fill`), not multiplied by 0."""
     if reduction == "none":
         return rows.reshape(shape)
     total = rows.sum()
-    return total if reduction == "sum" else total / mean_weight.sum()
+    return total if reduction == "sum" else total / count()

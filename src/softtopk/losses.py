@@ -252,12 +252,11 @@ def topk_loss(
                                label_smoothing=cfg.label_smoothing)
     with torch.autocast(logits.device.type, enabled=False):  # the relaxation runs in float32 or float64
         losses = class_losses(logits, t.classes, cfg)
-        contributions = torch.where(t.weights > 0, t.weights * losses, 0.0)
-        rows = contributions[:, 0] if contributions.shape[1] == 1 else contributions.sum(1)
+        rows = t.rows(losses)
         if cfg.label_smoothing > 0:
-            smooth = torch.where(t.smooth_weight > 0, t.smooth_weight * _smoothing_term(logits, weight), 0.0)
+            smooth = t.smoothing(_smoothing_term(logits, weight))
             rows = (1 - cfg.label_smoothing) * rows + cfg.label_smoothing * smooth
-    return reduce(rows, t.mean_weight, reduction, shape)
+    return reduce(rows, reduction, shape, t.count)
 
 
 def topk_cross_entropy(

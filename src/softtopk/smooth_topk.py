@@ -205,8 +205,7 @@ def _loss(input: Tensor, target: Tensor, k: int, tau: float, alpha: float, reduc
         loss = torch.where(is_hard, _hinge(x, index, k, alpha), loss)
     if masked is not None:
         loss = loss.masked_fill(settled, 0.0).masked_fill(target_masked, torch.inf)
-    rows = torch.where(targets.weights[:, 0] > 0, targets.weights[:, 0] * loss, 0.0)
-    return reduce(rows, targets.mean_weight, reduction, shape)
+    return reduce(targets.rows(loss[:, None]), reduction, shape, targets.count)
 
 
 def _largest(x: Tensor, target: Tensor, k: int) -> tuple[Tensor, Tensor]:

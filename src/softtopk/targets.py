@@ -28,30 +28,49 @@ PROBABILITY_TOLERANCE = 1e-4  # rows of probability targets must sum to 1 within
 
 @dataclass(frozen=True)
 class Targets:
-    """`classes [M, J]` with `weights [M, J]` (0 for the padding of rows with fewer classes), and per
-    row `smooth_weight [M]` (of the label-smoothing term) and `mean_weight [M]` (the row's share of the
-    'mean' denominator). `selected [M, J]`: the class is a target of the row, not padding."""
+    """Per row the classes `[M, J]` whose losses it needs. `weights [M, J]` weighs each loss (0 for
+    padding; None: 1 for every class that is not `dropped [M, J]`); `ignored [M]` marks rows that
+    count for nothing (skipped in the label-smoothing term too); `mean_weight [M]` is each row's share
+    of the 'mean' denominator (None: 1 for every row that is not ignored)."""
 
     classes: Tensor
-    weights: Tensor
-    selected: Tensor
-    smooth_weight: Tensor
-    mean_weight: Tensor
+    weights: Tensor | None
+    dropped: Tensor
+    ignored: Tensor
+    mean_weight: Tensor | None = None
 
+    def rows(self, losses: Tensor) -> Tensor:
+        """The weighted losses `[M, J]` summed per row `[M]`. Dropped entries are selected away, not
+        multiplied by 0, so an infinite loss there leaves no NaN in the value or the gradient."""
+        if self.weights is None:
+            kept = losses.masked_fill(self.dropped, 0.0)
+        else:
+            kept = torch.where(self.weights > 0, self.weights * losses, 0.0)
+        return kept.squeeze(1) if kept.shape[1] == 1 else kept.sum(1)
 
-def _class_weight(weight: Tensor | None, classes: Tensor, dtype: torch.dtype) -> Tensor | float:
-    return 1.0 if weight is None else weight.to(dtype)[classes]
+    def smoothing(self, term: Tensor) -> Tensor:
+        """The label-smoothing term `[M]` of the rows that count."""
+        return term.masked_fill(self.ignored, 0.0)
+
+    def count(self) -> Tensor:
+        """The denominator of 'mean'."""
+        if self.mean_weight is None:
+            return self.ignored.numel() - self.ignored.sum()
+        return self.mean_weight.sum()
 
 
 def index_targets(target: Tensor, classes: int, weight: Tensor | None, ignore_index: int,
                   dtype: torch.dtype) -> Targets:
     """Class indices `[M]` (or `ignore_index`)."""
-    valid = target != ignore_index
-    check_target_range(target, valid, classes, ignore_index)
-    safe = torch.where(valid, target, 0)[:, None]
-    counted = valid.to(dtype)
-    row = counted if weight is None else counted * _class_weight(weight, safe[:, 0], dtype)
-    return Targets(safe, row[:, None], valid[:, None], counted, row)
+    ignored = target == ignore_index
+    if target.device.type == "cpu" or torch.compiler.is_compiling():
+        # Elsewhere the indexing ops of the loss assert the range on the device, as cross_entropy's do.
+        check_target_range(target, ~ignored, classes, ignore_index)
+    safe = target.masked_fill(ignored, 0)[:, None]
+    if weight is None:
+        return Targets(safe, None, ignored[:, None], ignored)
+    row = weight.to(dtype)[safe[:, 0]].masked_fill(ignored, 0.0)
+    return Targets(safe, row[:, None], ignored[:, None], ignored, row)
 
 
 def _padded_classes(key: Tensor, count: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -79,8 +98,7 @@ def probability_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -
     q = target.to(logits.dtype)
     classes, selected = _padded_classes(q, (q > 0).sum(1), logits)
     weights = q.gather(1, classes) * _class_weight(weight, classes, logits.dtype)
-    ones = torch.ones_like(q[:, 0])
-    return Targets(classes, weights, selected, ones, ones)
+    return Targets(classes, weights, ~selected, torch.zeros_like(sums, dtype=torch.bool))
 
 
 def multilabel_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -> Targets:
@@ -92,4 +110,8 @@ def multilabel_targets(target: Tensor, logits: Tensor, weight: Tensor | None) ->
     dtype = logits.dtype
     share = selected.to(dtype) / count.clamp_min(1).to(dtype)[:, None]
     weights = share * _class_weight(weight, classes, dtype)
-    return Targets(classes, weights, selected, (count > 0).to(dtype), weights.sum(1))
+    return Targets(classes, weights, ~selected, count == 0, weights.sum(1))
+
+
+def _class_weight(weight: Tensor | None, classes: Tensor, dtype: torch.dtype) -> Tensor | float:
+    return 1.0 if weight is None else weight.to(dtype)[classes]
