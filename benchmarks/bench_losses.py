@@ -27,6 +27,7 @@ SETTINGS = [  # name, batch, classes, m, p_k
     ("ImageNet-21K-P", 500, 10450, 50, [0.5, 0, 0, 0, 0.5]),
 ]
 METHODS = [*softtopk.METHODS, "smooth_topk"]
+ORIGINAL = ("bitonic", "splitter_selection", "odd_even", "neuralsort", "softsort", "smooth_topk")
 FULL_PLAN_LIMIT = 200  # sinkhorn builds an n x n plan: all classes only up to this many
 
 
@@ -37,6 +38,8 @@ def ours(method: str, m: int | None, p_k: list[float], eps: float) -> torch.nn.M
 
 
 def original(method: str, classes: int, m: int | None, p_k: list[float], device: str):
+    if method not in ORIGINAL:
+        return None
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             import difftopk
