@@ -72,7 +72,12 @@ def check_none(bad: torch.Tensor, message: str, detail: Callable[[], str] = str)
         raise ValueError(message + detail())
 
 
-def check_target_range(target: torch.Tensor, valid: torch.Tensor, classes: int, ignore_index: int) -> None:
-    """Class indices in [0, classes) wherever `valid`."""
-    check_none(valid & ((target < 0) | (target >= classes)),
-               f"target values must lie in [0, {classes}) or equal ignore_index = {ignore_index}")
+def check_target_range(safe: torch.Tensor, classes: int, ignore_index: int) -> None:
+    """Class indices in [0, classes), where `safe` holds the targets with `ignore_index` replaced."""
+    message = f"target values must lie in [0, {classes}) or equal ignore_index = {ignore_index}"
+    if torch.compiler.is_compiling() or safe.device.type != "cpu":
+        torch._assert_async(((safe >= 0) & (safe < classes)).all(), message)
+    elif safe.numel():
+        low, high = torch.aminmax(safe)
+        if int(low) < 0 or int(high) >= classes:
+            raise ValueError(message)

@@ -136,12 +136,20 @@ def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
     [M, C], [M, J] -> [M, m]"""
     j, pad = classes.shape[1], _padding(logits, m)
     with torch.no_grad():
-        key = F.pad(logits, (0, pad), value=-torch.inf) if pad else logits.clone()
-        if j == 1:  # the target first (+inf), then the m - 1 highest others
-            kept = _top_indices(key.scatter_(1, classes, torch.inf), m, logits.shape[1])
-        else:  # several targets: their order is kept
-            others = _top_indices(key.scatter_(1, classes, -torch.inf), m - j, logits.shape[1])
+        if j == 1 and not pad and logits.device.type == "cpu" and not torch.compiler.is_compiling():
+            # No full-size copy, which costs more than a few small ops on the CPU: column i of the
+            # others is column i of the top m, or i + 1 once the target has been passed.
+            top = logits.topk(m, dim=1).indices
+            passed = (top[:, : m - 1] == classes).cumsum(dim=1)
+            others = top.gather(1, passed + _constant(tuple(range(m - 1)), top, torch.long))
             kept = torch.cat([classes, others], dim=1)
+        else:
+            key = F.pad(logits, (0, pad), value=-torch.inf) if pad else logits.clone()
+            if j == 1:  # the target first (+inf), then the m - 1 highest others
+                kept = _top_indices(key.scatter_(1, classes, torch.inf), m, logits.shape[1])
+            else:  # several targets: their order is kept
+                others = _top_indices(key.scatter_(1, classes, -torch.inf), m - j, logits.shape[1])
+                kept = torch.cat([classes, others], dim=1)
     return logits.gather(1, kept)
 
 

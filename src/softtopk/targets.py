@@ -63,10 +63,10 @@ def index_targets(target: Tensor, classes: int, weight: Tensor | None, ignore_in
                   dtype: torch.dtype) -> Targets:
     """Class indices `[M]` (or `ignore_index`)."""
     ignored = target == ignore_index
+    safe = target.masked_fill(ignored, 0)[:, None]
     if target.device.type == "cpu" or torch.compiler.is_compiling():
         # Elsewhere the indexing ops of the loss assert the range on the device, as cross_entropy's do.
-        check_target_range(target, ~ignored, classes, ignore_index)
-    safe = target.masked_fill(ignored, 0)[:, None]
+        check_target_range(safe, classes, ignore_index)
     if weight is None:
         return Targets(safe, None, ignored[:, None], ignored)
     row = weight.to(dtype)[safe[:, 0]].masked_fill(ignored, 0.0)

@@ -12,55 +12,26 @@ from .permutation_rows import item_ranks_from, rank_matrix_from
 from .relaxation import Relaxation
 
 
-class _AbsDiffSums(torch.autograd.Function):
+def _abs_diff_sums(scores: Tensor, masked: Tensor | None = None) -> Tensor:
     """sum_j |s_i - s_j| over the real items j, for every item i, in O(n log n).  [B, n] -> [B, n]
 
     With the values sorted descending, v_1 >= ... >= v_n', and S_{p-1} = v_1 + ... + v_{p-1}, the
     item at position p has sum (S_{p-1} - (p-1) v_p) + ((n'-p) v_p - (T - S_{p-1} - v_p))
     = 2 S_{p-1} + (n' + 2 - 2p) v_p - T, where T is the total. Masked items (score 0 here, `masked`
-    True) sort last; their sums are not meaningful.
-
-    The backward takes |0|' = 0 at ties, so that tied items get equal gradients whatever order the
-    sort gave them: d/ds_i = g_i (less_i - greater_i) + sum_{s_j < s_i} g_j - sum_{s_j > s_i} g_j,
-    with counts and sums over the tie groups found by a search in the sorted values."""
-
-    @staticmethod
-    def forward(ctx, scores: Tensor, masked: Tensor | None) -> Tensor:
-        n = scores.shape[-1]
-        if masked is None:
-            values, order = scores.sort(dim=-1, descending=True)
-            count: Tensor | int = n
-        else:
-            values, order = scores.masked_fill(masked, -torch.inf).sort(dim=-1, descending=True)
-            count = (~masked).sum(-1, keepdim=True)
-        real_values = values if masked is None else values.masked_fill(values == -torch.inf, 0.0)
-        before = torch.nn.functional.pad(real_values.cumsum(-1)[:, :-1], (1, 0))
-        position = torch.arange(1, n + 1, dtype=scores.dtype, device=scores.device)
-        sums = 2 * before + (count + 2 - 2 * position) * real_values - real_values.sum(-1, keepdim=True)
-        ctx.save_for_backward(values, order)
-        ctx.count = count
-        return torch.empty_like(scores).scatter_(-1, order, sums)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        values, order = ctx.saved_tensors
-        ascending = values.flip(-1).contiguous()  # tie groups: [first, last) positions in `values`
-        n = values.shape[-1]
-        first = n - torch.searchsorted(ascending, values, right=True)
-        last = n - torch.searchsorted(ascending, values, right=False)
-        g = grad.gather(-1, order)
-        prefix = torch.nn.functional.pad(g.cumsum(-1), (1, 0))  # prefix[i] = sum of the first i
-        greater, less = first, ctx.count - last
-        out = g * (less - greater) + (prefix[:, -1:] - prefix.gather(-1, last)) - prefix.gather(-1, first)
-        if not isinstance(ctx.count, int):  # masked items (last, at -inf) do not enter any sum
-            out = out.masked_fill(values == -torch.inf, 0.0)
-        return torch.empty_like(grad).scatter_(-1, order, out), None
-
-
-def _abs_diff_sums(scores: Tensor, masked: Tensor | None = None) -> Tensor:
-    """sum_j |s_i - s_j| over the real items j.  [B, n] -> [B, n]"""
-    return _AbsDiffSums.apply(scores, masked)
+    True) sort last; their sums are not meaningful. At ties the gradient is that of the order the
+    sort chose (a subgradient of |.| at 0)."""
+    n = scores.shape[-1]
+    if masked is None:
+        values, order = scores.sort(dim=-1, descending=True)
+        count: Tensor | int = n
+    else:
+        values, order = scores.masked_fill(masked, -torch.inf).sort(dim=-1, descending=True)
+        values = scores.gather(-1, order)  # masked items hold 0 here, so they add nothing
+        count = (~masked).sum(-1, keepdim=True)
+    before = torch.nn.functional.pad(values.cumsum(-1)[:, :-1], (1, 0))
+    position = torch.arange(1, n + 1, dtype=scores.dtype, device=scores.device)
+    sums = 2 * before + (count + 2 - 2 * position) * values - values.sum(-1, keepdim=True)
+    return torch.zeros_like(scores).scatter(-1, order, sums)
 
 
 def _logits(scores: Tensor, masked: Tensor | None, k: int, beta: float) -> Tensor:

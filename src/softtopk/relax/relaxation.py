@@ -55,7 +55,6 @@ class Relaxation:
 def masked_items(scores: Tensor) -> Tensor | None:
     """`scores == -inf` `[B, n]`, or None where no item is masked. The check is skipped (the mask is
     always returned) where it would wait for the device or break a compiled graph."""
-    masked = scores == -torch.inf
-    if torch.compiler.is_compiling() or scores.device.type != "cpu" or bool(masked.any()):
-        return masked
-    return None
+    if torch.compiler.is_compiling() or scores.device.type != "cpu":
+        return scores == -torch.inf
+    return scores == -torch.inf if scores.numel() and scores.amin() == -torch.inf else None
