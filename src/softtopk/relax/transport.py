@@ -1,0 +1,211 @@
+"""Entropic optimal transport between items and anchors, batched and in the log domain, with a
+backward by implicit differentiation (shared by SinkhornSort and OT top-k).
+
+    min_G <C, G> - (1/beta) H(G)   s.t.   G 1 = a,  G^T 1 = b,     C [B, n, m], a [B, n], b [B, m]
+
+The solution is G_ij = exp(alpha_i + gamma_j - beta C_ij); `entropic_transport` returns the
+potentials (alpha, gamma) in these log units. A zero marginal (log marginal -inf) masks an item or
+an anchor: its potential is -inf, so its row or column of G is 0, without NaN.
+
+Forward: log-domain Sinkhorn iterations (an exact column update after every row update), started
+at inverse temperature min(1, beta) and doubled every iteration until it reaches beta (epsilon
+scaling: the same fixed point, reached in tens instead of thousands of iterations near the hard
+limit). The stopping rule depends on the device, never on whether the code is compiled:
+
+- CPU: stop once every row of G sums to its marginal within `TOLERANCE` (relative, in the log
+  domain, plus the rounding floor of the potentials), tested every `CHECK_EVERY` iterations at the
+  target temperature; at most `MAX_ITERATIONS`, with a RuntimeWarning where that is not enough.
+- other devices: `DEVICE_ITERATIONS` iterations at the target temperature after the warm-up, and no
+  test, so that nothing waits for the device.
+
+Backward: at the fixed point F(alpha, gamma, C) = (G 1 - a, G^T 1 - b) = 0, so for gradients
+(u, v) of a loss with respect to (alpha, gamma) the adjoint system is
+
+    [[diag(G 1), G], [G^T, diag(G^T 1)]] [x; y] = [u; v],     dL/dC_ij = beta G_ij (x_i + y_j).
+
+It is solved by its Schur complement on the anchor side, S y = v - G^T diag(G 1)^-1 u with
+S = diag(G^T 1) - G^T diag(G 1)^-1 G, an m x m graph Laplacian that is built from its off-diagonal
+entries (no cancellation on the diagonal). S has the null space 1 (adding t to every alpha and -t
+to every gamma leaves G unchanged): the right-hand side is projected onto its complement and S gets
+a ridge of machine epsilon times its degrees. The backward costs one pass over the plan, one
+batched m x m matmul and solve; nothing is unrolled. It assumes that the loss depends on the
+potentials only through log G (alpha_i + gamma_j - beta C_ij), as every caller here does.
+
+Both directions are registered with `torch.library.custom_op`, so `torch.compile(fullgraph=True)`
+treats them as opaque operators and compiled results equal eager ones. Double backward is not
+supported.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import Tensor
+
+#: Relative row-marginal error at which the CPU iterations stop.
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+#: Iteration cap on CPU, warm-up included. Between the soft and the hard regime (about
+#: 1e2 < beta < 1e4 for SinkhornSort with n >= 8) Sinkhorn converges slowly and may stop here.
+MAX_ITERATIONS = 500
+#: On CPU, test for convergence every this many iterations.
+CHECK_EVERY = 2
+#: On other devices, iterations at the target temperature after the warm-up (no test).
+DEVICE_ITERATIONS = 100
+#: A Sinkhorn step that leaves more than this fraction of the column error is followed by a Newton step.
+SLOW_SINKHORN = 0.25
+#: Largest change of a potential in one Newton step, and the damping below which a Newton step is
+#: abandoned for a Sinkhorn step.
+NEWTON_STEP = 4.0
+MIN_DAMPING = 1e-3
+
+
+def _warm_up(beta: float) -> list[float]:
+    """Inverse temperatures of the epsilon-scaling steps before the target one."""
+    scales, scale = [], min(1.0, beta)
+    while scale < beta:
+        scales.append(scale)
+        scale *= 2
+    return scales
+
+
+def _solve_laplacian(plan: Tensor, inverse_rows: Tensor, cols: Tensor, rhs: Tensor) -> Tensor:
+    """y with S y = rhs, S = diag(G^T 1) - G^T diag(inverse_rows) G, on the complement of its null
+    space 1; masked anchors (column sum 0) get y = 0.  plan [B, n, m], [B, n], [B, m], [B, m] -> [B, m]"""
+    real_b = cols > 0
+    rhs = rhs.masked_fill(~real_b, 0.0)
+    mean = rhs.sum(-1, keepdim=True) / real_b.sum(-1, keepdim=True).clamp(min=1)
+    rhs = torch.where(real_b, rhs - mean, 0.0)
+    eye = torch.eye(plan.shape[-1], dtype=torch.bool, device=plan.device)
+    links = (plan.transpose(1, 2) @ (plan * inverse_rows[:, :, None])).masked_fill(eye, 0.0)  # [B, m, m]
+    ridge = torch.finfo(plan.dtype).eps * cols + (~real_b).to(plan.dtype)
+    laplacian = torch.diag_embed(links.sum(-1) + ridge) - links
+    return torch.linalg.solve_ex(laplacian, rhs[:, :, None])[0][:, :, 0]
+
+
+class _State:
+    """Potentials with exact rows (alpha from gamma), the plan, its column sums and the L1 error
+    of its columns, at one inverse temperature."""
+
+    def __init__(self, kernel: Tensor, gamma: Tensor, log_a: Tensor, b: Tensor) -> None:
+        row = torch.logsumexp(kernel + gamma[:, None, :], dim=-1)
+        self.gamma = gamma
+        self.alpha = torch.where(log_a > -math.inf, log_a - row, -math.inf)
+        self.plan = torch.exp(kernel + self.alpha[:, :, None] + gamma[:, None, :])
+        self.cols = self.plan.sum(-2)
+        self.error = (self.cols - b).abs().sum(-1)
+
+    def where(self, keep: Tensor, other: _State) -> _State:
+        """Rows `keep` [B] from self, the others from other."""
+        for name in ("gamma", "alpha", "plan", "cols", "error"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(other, name, torch.where(keep.view(-1, *[1] * (mine.dim() - 1)), mine, theirs))
+        return other
+
+
+@torch.library.custom_op("softtopk::entropic_transport", mutates_args=())
+def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    real_a, real_b = log_a > -math.inf, log_b > -math.inf
+    a, b = log_a.exp(), log_b.exp()
+    inverse_a = torch.where(real_a, 1 / a, 0.0)
+    tiny, eps = torch.finfo(cost.dtype).tiny, torch.finfo(cost.dtype).eps
+    tolerance = TOLERANCE.get(cost.dtype, TOLERANCE[torch.float32])
+    on_cpu = cost.device.type == "cpu"
+    warm_up = _warm_up(beta)
+    schedule = [*warm_up, beta]
+    scale = schedule[0]
+    kernel = -scale * cost
+    state = _State(kernel, torch.zeros_like(log_b), log_a, b)
+    newton = torch.zeros_like(real_b[:, 0])  # [B]: the next step of the row is a Newton step
+    damping = torch.ones_like(log_a[:, 0])  # [B]: its length, relative to the full Newton step
+    for iteration in range(MAX_ITERATIONS if on_cpu else len(warm_up) + DEVICE_ITERATIONS):
+        settled = iteration >= len(warm_up)
+        log_cols = state.cols.clamp(min=tiny).log()
+        if on_cpu and settled and (iteration - len(warm_up)) % CHECK_EVERY == 0:
+            # log(column sum / b); the floor is the rounding of potentials and costs up to beta * max C.
+            error = torch.where(real_b, log_cols - log_b, 0.0).abs().amax(-1)
+            size = state.gamma.masked_fill(~real_b, 0).abs().amax(-1) + beta * cost.flatten(1).amax(-1)
+            if bool((error <= tolerance + 16 * eps * size).all()):
+                break
+        step = torch.where(real_b, log_b - log_cols, 0.0)  # Sinkhorn's exact column update
+        if not on_cpu or bool(newton.any()):
+            direction = _solve_laplacian(state.plan, inverse_a, state.cols, b - state.cols)
+            # Damped, and at most NEWTON_STEP per potential: the linearisation of exp holds only nearby.
+            size = direction.abs().amax(-1)
+            direction = direction * (damping * (NEWTON_STEP / size.clamp(min=NEWTON_STEP)))[:, None]
+            step = torch.where(newton[:, None], direction, step)
+        trial = _State(kernel, state.gamma + step, log_a, b)
+        # A Sinkhorn step always improves the dual; a Newton step must lower the column error, or
+        # is retried shorter, until it is too short and a Sinkhorn step follows.
+        accept = ~newton | (trial.error < state.error)
+        damping = torch.where(accept, (4 * damping).clamp(max=1.0), damping / 4)
+        give_up = damping < MIN_DAMPING
+        slow = trial.error > SLOW_SINKHORN * state.error
+        newton = torch.where(newton, ~give_up, slow)
+        damping = torch.where(give_up, 1.0, damping)
+        state = trial.where(accept, state)
+        if not settled:
+            new_scale = schedule[iteration + 1]
+            scale, kernel = new_scale, -new_scale * cost
+            state = _State(kernel, state.gamma * (new_scale / schedule[iteration]), log_a, b)
+    else:
+        if on_cpu:
+            warnings.warn(
+                f"entropic transport did not converge in {MAX_ITERATIONS} iterations at inverse_temperature="
+                f"{beta}: the rank probabilities are only approximately normalised; a lower "
+                "inverse_temperature converges faster",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return state.alpha, state.gamma
+
+
+@_transport.register_fake
+def _(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    return log_a.new_empty(log_a.shape), log_b.new_empty(log_b.shape)
+
+
+@torch.library.custom_op("softtopk::entropic_transport_backward", mutates_args=())
+def _transport_backward(
+    cost: Tensor, alpha: Tensor, gamma: Tensor, beta: float, grad_alpha: Tensor, grad_gamma: Tensor
+) -> Tensor:
+    plan = torch.exp(alpha[:, :, None] + gamma[:, None, :] - beta * cost)  # [B, n, m]
+    rows, cols = plan.sum(-1), plan.sum(-2)
+    inverse_rows = torch.where(rows > 0, 1 / rows, 0.0)
+    scaled_u = torch.where(rows > 0, grad_alpha, 0.0) * inverse_rows
+    rhs = grad_gamma - (plan.transpose(1, 2) @ scaled_u[:, :, None])[:, :, 0]  # v - G^T D_r^-1 u
+    y = _solve_laplacian(plan, inverse_rows, cols, rhs)
+    x = scaled_u - (plan @ y[:, :, None])[:, :, 0] * inverse_rows
+    return beta * plan * (x[:, :, None] + y[:, None, :])
+
+
+@_transport_backward.register_fake
+def _(cost: Tensor, alpha: Tensor, gamma: Tensor, beta: float, grad_alpha: Tensor, grad_gamma: Tensor
+      ) -> Tensor:
+    return torch.empty_like(cost)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    cost, _, _, beta = inputs
+    ctx.save_for_backward(cost, *output)
+    ctx.beta = beta
+
+
+def _backward(ctx, grad_alpha: Tensor | None, grad_gamma: Tensor | None):
+    cost, alpha, gamma = ctx.saved_tensors
+    grad_alpha = torch.zeros_like(alpha) if grad_alpha is None else grad_alpha
+    grad_gamma = torch.zeros_like(gamma) if grad_gamma is None else grad_gamma
+    return _transport_backward(cost, alpha, gamma, ctx.beta, grad_alpha, grad_gamma), None, None, None
+
+
+_transport.register_autograd(_backward, setup_context=_setup_context)
+
+
+def entropic_transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """Potentials of the entropic transport plan, log G_ij = alpha_i + gamma_j - beta C_ij.
+
+    cost `[B, n, m]`, log marginals log_a `[B, n]` and log_b `[B, m]` (-inf: masked; every row
+    needs as much mass on each side), beta > 0 -> alpha `[B, n]`, gamma `[B, m]`. Differentiable
+    in `cost` only, by implicit differentiation; the loss must read the potentials through log G."""
+    return _transport(cost.contiguous(), log_a.contiguous(), log_b.contiguous(), float(beta))
