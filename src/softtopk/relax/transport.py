@@ -7,14 +7,21 @@ The solution is G_ij = exp(alpha_i + gamma_j - beta C_ij); `entropic_transport` 
 potentials (alpha, gamma) in these log units. A zero marginal (log marginal -inf) masks an item or
 an anchor: its potential is -inf, so its row or column of G is 0, without NaN.
 
-Forward: log-domain Sinkhorn iterations (an exact column update after every row update), started
-at inverse temperature min(1, beta) and doubled every iteration until it reaches beta (epsilon
-scaling: the same fixed point, reached in tens instead of thousands of iterations near the hard
-limit). The stopping rule depends on the device, never on whether the code is compiled:
+Forward: log-domain iterations on the anchor potentials gamma, each followed by the exact row
+update alpha = log a - logsumexp_j(gamma_j - beta C_ij), started at inverse temperature min(1, beta)
+and doubled every iteration until it reaches beta (epsilon scaling). A step is either Sinkhorn's
+column update, gamma_j += log b_j - log(G^T 1)_j, or a Newton step on the column equations,
+S d = b - G^T 1 with S the Schur complement below, damped to at most `NEWTON_STEP` per potential.
+A Newton step follows a Sinkhorn step that left more than `SLOW_SINKHORN` of the column error, and
+is kept only where it lowers that error (else it is retried 4x shorter, down to `MIN_DAMPING`, then
+Sinkhorn takes over). Plain Sinkhorn mixes like a diffusion along the chain of anchors: for
+SinkhornSort and OT top-k with n = 7 it needed 2470 and 11486 iterations at beta = 100 and more than
+20000 at beta = 1000; with the Newton steps, 14 and 12, and 123 and 21 (float64, tolerance 1e-10).
+The stopping rule depends on the device, never on whether the code is compiled:
 
-- CPU: stop once every row of G sums to its marginal within `TOLERANCE` (relative, in the log
-  domain, plus the rounding floor of the potentials), tested every `CHECK_EVERY` iterations at the
-  target temperature; at most `MAX_ITERATIONS`, with a RuntimeWarning where that is not enough.
+- CPU: stop once every column of G sums to its marginal within `TOLERANCE` (relative, plus the
+  rounding floor of the potentials), tested every `CHECK_EVERY` iterations at the target
+  temperature; at most `MAX_ITERATIONS`, with a RuntimeWarning where that is not enough.
 - other devices: `DEVICE_ITERATIONS` iterations at the target temperature after the warm-up, and no
   test, so that nothing waits for the device.
 
@@ -44,10 +51,9 @@ import warnings
 import torch
 from torch import Tensor
 
-#: Relative row-marginal error at which the CPU iterations stop.
+#: Relative column-marginal error at which the CPU iterations stop (the rows are exact).
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
-#: Iteration cap on CPU, warm-up included. Between the soft and the hard regime (about
-#: 1e2 < beta < 1e4 for SinkhornSort with n >= 8) Sinkhorn converges slowly and may stop here.
+#: Iteration cap on CPU, warm-up included (about log2(beta) iterations).
 MAX_ITERATIONS = 500
 #: On CPU, test for convergence every this many iterations.
 CHECK_EVERY = 2
@@ -116,7 +122,7 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
     schedule = [*warm_up, beta]
     scale = schedule[0]
     kernel = -scale * cost
-    state = _State(kernel, torch.zeros_like(log_b), log_a, b)
+    state = _State(kernel, torch.where(real_b, 0.0, -math.inf), log_a, b)
     newton = torch.zeros_like(real_b[:, 0])  # [B]: the next step of the row is a Newton step
     damping = torch.ones_like(log_a[:, 0])  # [B]: its length, relative to the full Newton step
     for iteration in range(MAX_ITERATIONS if on_cpu else len(warm_up) + DEVICE_ITERATIONS):
