@@ -30,7 +30,7 @@ def bisection_thresholds(x: torch.Tensor, k: int, steps: int = 200) -> torch.Ten
 
 
 def thresholds(x: torch.Tensor, k: int) -> torch.Tensor:
-    return lapsum._thresholds_forward(x, torch.full((x.shape[0], 1), x.shape[-1]), k)[0]
+    return lapsum._thresholds_forward(x, k)[0]
 
 
 def scores_64(batch: int, n: int, seed: int) -> torch.Tensor:

@@ -79,3 +79,16 @@ def test_exact_loss_pushes_a_last_ranked_true_class_up(method, m, p_k):
     target = logits.argmin(1)
     _, grad = loss_and_gradient(method, logits, target, m=m, eps=0.0, p_k=p_k)
     assert (grad.gather(1, target[:, None]) < 0).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_row_without_real_items_stays_finite(method):
+    """Every class of one row masked: its rank probabilities are finite (the masked items share
+    every rank) and nothing NaN reaches the other rows' gradients."""
+    scores = torch.randn(2, 6, dtype=torch.float64)
+    scores[0] = -torch.inf
+    scores.requires_grad_()
+    p = softtopk.rank_probabilities(scores, 3, method)
+    torch.testing.assert_close(p[0], torch.full((6, 3), 1 / 6, dtype=torch.float64))
+    p.square().sum().backward()
+    assert torch.isfinite(scores.grad).all() and (scores.grad[0] == 0).all()

@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from .relaxation import Relaxation, masked_items
+from .relaxation import Relaxation
 
 LOG_HALF = -math.log(2)
 
@@ -43,57 +43,65 @@ def _closed_form(k: Tensor, p: Tensor, log_a: Tensor, log_b: Tensor) -> Tensor:
     return torch.where(c >= 0, above, below)
 
 
-def _thresholds_forward(x: Tensor, count: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """t_1..t_k `[B, k]` (-inf for k' >= n'), and the top items and the tail's log-sum-exp for the
-    backward. x `[B, n]` with -inf for masked items, count `[B, 1]` real items."""
+def _thresholds_forward(x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """t_1..t_k `[B, k]` (-inf for k' >= n'), min(n', L) `[B, 1]` with L = min(2k, n) (exact where
+    n' < L), and for the backward the L largest items, their positions and the log-sum-exp of the
+    others. x `[B, n]`, -inf for masked items."""
     n = x.shape[-1]
     length = min(2 * k, n)
     top, top_index = x.topk(length, dim=-1)  # descending; masked items last
     tail = x.scatter(-1, top_index, -math.inf).logsumexp(-1, keepdim=True)  # [B, 1]
     real_top = top > -math.inf
-    neg = (-top).masked_fill(~real_top, -math.inf)
-    log_a = torch.logcumsumexp(neg, -1)  # A_q, q = 1..L
+    count = real_top.sum(-1, keepdim=True)
+    none = torch.full_like(tail, -math.inf)
+    log_a = torch.logcumsumexp((-top).masked_fill(~real_top, -math.inf), -1)  # A_q, q = 1..L
     suffix = torch.logcumsumexp(top.flip(-1), -1).flip(-1)  # sum_{j >= q} over the top items
-    log_b = torch.logaddexp(torch.cat([suffix[:, 1:], torch.full_like(tail, -math.inf)], -1), tail)  # B_q
-    log_a_before = torch.cat([torch.full_like(tail, -math.inf), log_a[:, :-1]], -1)  # A_{q-1}
+    log_b = torch.logaddexp(torch.cat([suffix[:, 1:], none], -1), tail)  # B_q
     safe_top = top.masked_fill(~real_top, 0.0)
     position = torch.arange(length, dtype=x.dtype, device=x.device)  # q - 1
-    level = position + 0.5 - 0.5 * torch.exp(safe_top + log_a_before) + 0.5 * torch.exp(log_b - safe_top)
+    before = torch.exp(safe_top + torch.cat([none, log_a[:, :-1]], -1))  # e^x_(q) A_{q-1}
+    level = position + 0.5 - 0.5 * before + 0.5 * torch.exp(log_b - safe_top)
     level = level.masked_fill(~real_top, math.inf)  # sum_i F(x_i - x_(q)), non-decreasing in q
     wanted = torch.arange(1, k + 1, dtype=x.dtype, device=x.device).expand(x.shape[0], k).contiguous()
     p = torch.searchsorted(level, wanted, right=True)  # [B, k]: items above t_k
-    pad = torch.full_like(tail, -math.inf)
-    log_a_p = torch.cat([pad, log_a], -1).gather(-1, p)
+    log_a_p = torch.cat([none, log_a], -1).gather(-1, p)
     log_b_p = torch.cat([torch.logaddexp(suffix[:, :1], tail), log_b], -1).gather(-1, p)
     t = _closed_form(wanted, p.to(x.dtype), log_a_p, log_b_p)
-    return torch.where(wanted < count, t, -math.inf), top, top_index, tail
+    return torch.where(wanted < count, t, -math.inf), count, top, top_index, tail
 
 
 class _Thresholds(torch.autograd.Function):
-    """t = beta b `[B, k]` from x = beta s `[B, n]` (-inf: masked), with the implicit backward."""
+    """x = beta s `[B, n]` (-inf: masked), items `[B, J]` (None: all) -> thresholds t = beta b
+    `[B, k]`, the items' x `[B, J or n]` and min(n', 2k) `[B, 1]`, with the implicit backward (which
+    also takes the items' gradient, so that no dense gather gradient is added)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, count: Tensor, k: int) -> Tensor:
-        t, top, top_index, tail = _thresholds_forward(x, count, k)
-        ctx.save_for_backward(x, t, top, top_index, tail)
-        return t
+    def forward(ctx, x: Tensor, index: Tensor | None, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        t, count, top, top_index, tail = _thresholds_forward(x, k)
+        ctx.save_for_backward(x, index, t, top, top_index, tail)
+        ctx.mark_non_differentiable(count)
+        return t, (x.clone() if index is None else x.gather(-1, index)), count
 
     @staticmethod
-    def backward(ctx, grad_t: Tensor) -> tuple[Tensor, None, None]:
-        x, t, top, top_index, tail = ctx.saved_tensors
+    def backward(ctx, grad_t: Tensor, grad_items: Tensor, _) -> tuple[Tensor, None, None]:
+        x, index, t, top, top_index, tail = ctx.saved_tensors
         valid = t > -math.inf
         t = torch.where(valid, t, 0.0)
         grad_t = torch.where(valid, grad_t, 0.0)
         # log sum_j F'(x_j - t_k) up to the factor 1/2; the tail lies below every threshold.
         top_terms = -(top[:, :, None] - t[:, None, :]).abs()  # [B, L, k]
-        log_z = torch.logaddexp(top_terms.logsumexp(1), tail - t)  # [B, k]
+        log_z = torch.where(valid, torch.logaddexp(top_terms.logsumexp(1), tail - t), 0.0)  # [B, k]
         top_grad = (grad_t[:, None, :] * torch.exp(top_terms - log_z[:, None, :])).sum(-1)  # [B, L]
         exponent = torch.where(valid, -t - log_z, -math.inf)
         shift = exponent.amax(-1, keepdim=True)
         shift = torch.where(shift > -math.inf, shift, 0.0)
         tail_sum = (grad_t * torch.exp(exponent - shift)).sum(-1, keepdim=True)
-        grad_x = tail_sum * torch.exp((x + shift).clamp(max=0.0))
-        return grad_x.scatter(-1, top_index, top_grad), None, None
+        # Below every threshold, x + shift <= 0; the top items are overwritten.
+        grad_x = torch.add(x, shift).exp_().mul_(tail_sum)
+        grad_x.scatter_(-1, top_index, top_grad)
+        if index is None:
+            return grad_x + grad_items, None, None
+        return grad_x.scatter_add_(-1, index, grad_items), None, None
 
 
 def _log_cdf_difference(high: Tensor, low: Tensor) -> Tensor:
@@ -113,22 +121,17 @@ def _log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: float) -> Ten
     """log P[b, i, r], r < k, of the items `index` `[B, J]` (every item with None).
     [B, n] -> [B, J or n, k]"""
     n = scores.shape[-1]
-    masked = masked_items(scores)
-    real = torch.ones_like(scores, dtype=torch.bool) if masked is None else ~masked
-    count = real.sum(-1, keepdim=True)
-    x = beta * scores.masked_fill(~real, 0.0)
-    t = _Thresholds.apply(x.masked_fill(~real, -math.inf), count, k)
-    if index is not None:
-        x, real = x.gather(1, index), real.gather(1, index)
+    x = scores if beta == 1 else scores * beta  # masked items stay -inf
+    t, items, count = _Thresholds.apply(x, index, k)
+    real = items > -math.inf
+    items = items.masked_fill(~real, 0.0)
     rank = torch.arange(k, device=scores.device)
-    valid = rank < count  # [B, k]: ranks of real items
+    valid = (rank < count).expand(scores.shape[0], k)  # ranks of real items
     lower = torch.cat([torch.full_like(t[:, :1], math.inf), t[:, :-1]], -1)  # t_r; t_0 = +inf
     upper = t  # t_{r+1}; t_{n'} = -inf
-    high = torch.where(valid[:, None, :], x[:, :, None] - upper[:, None, :], 0.0)
-    low = torch.where(valid[:, None, :], x[:, :, None] - lower[:, None, :], 0.0)
+    high = torch.where(valid[:, None, :], items[:, :, None] - upper[:, None, :], 0.0)
+    low = torch.where(valid[:, None, :], items[:, :, None] - lower[:, None, :], 0.0)
     log_p = torch.where(valid[:, None, :], _log_cdf_difference(high, low), -math.inf)
-    if masked is None:
-        return log_p
     share = -torch.log((n - count).clamp(min=1).to(scores.dtype))[:, :, None]
     return torch.where(real[:, :, None], log_p, torch.where(valid[:, None, :], -math.inf, share))
 
