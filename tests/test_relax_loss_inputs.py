@@ -9,6 +9,8 @@ import torch
 
 import softtopk
 
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. no convergence
+
 METHODS = ("sinkhorn", "ot_topk", "lapsum")
 P_K = [0.5, 0, 0, 0.5]
 C = 10

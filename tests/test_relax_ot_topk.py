@@ -10,6 +10,8 @@ import torch
 
 from softtopk.relax import ot_topk, sinkhorn
 
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. no convergence
+
 
 def unrolled_ot_topk(scores: torch.Tensor, k: int, beta: float, iterations: int = 4000) -> torch.Tensor:
     """n * plan [B, n, k] of the K rank anchors 1 - r/(n-1) and the bucket at (n-1-K)/(2(n-1)),

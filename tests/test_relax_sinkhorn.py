@@ -7,6 +7,8 @@ import torch
 
 from softtopk.relax.sinkhorn import item_ranks, rank_matrix
 
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")  # e.g. no convergence
+
 
 def dense_sinkhorn(scores: torch.Tensor, inverse_temperature: float, iterations: int = 3000) -> torch.Tensor:
     """Plain log-domain Sinkhorn with a fixed iteration count: n * plan as [B, n(item), n(rank)]."""

@@ -45,6 +45,7 @@ SPREAD_FLOOR = 0.1
 def squash(scores: Tensor, real: Tensor, count: Tensor) -> Tensor:
     """sigmoid((s - mean) / max(std, SPREAD_FLOOR)) over the real items of each row; masked items
     get 0.5.  scores [B, n] (masked items may hold anything), real [B, n], count [B, 1] -> [B, n]"""
+    count = count.clamp(min=1)
     clean = scores.masked_fill(~real, 0.0)
     centred = (clean - clean.sum(-1, keepdim=True) / count).masked_fill(~real, 0.0)
     variance = centred.square().sum(-1, keepdim=True) / count

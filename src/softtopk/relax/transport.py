@@ -94,11 +94,14 @@ class _State:
     """Potentials with exact rows (alpha from gamma), the plan, its column sums and the L1 error
     of its columns, at one inverse temperature."""
 
-    def __init__(self, kernel: Tensor, gamma: Tensor, log_a: Tensor, b: Tensor) -> None:
-        row = torch.logsumexp(kernel + gamma[:, None, :], dim=-1)
+    def __init__(self, kernel: Tensor, gamma: Tensor, log_a: Tensor, a: Tensor, b: Tensor) -> None:
+        shifted = kernel + gamma[:, None, :]
+        top = shifted.amax(-1, keepdim=True).clamp(min=torch.finfo(kernel.dtype).min)  # finite
+        unnormalised = shifted.sub_(top).exp_()  # [B, n, m]
+        total = unnormalised.sum(-1)
         self.gamma = gamma
-        self.alpha = torch.where(log_a > -math.inf, log_a - row, -math.inf)
-        self.plan = torch.exp(kernel + self.alpha[:, :, None] + gamma[:, None, :])
+        self.alpha = torch.where(log_a > -math.inf, log_a - top[:, :, 0] - total.log(), -math.inf)
+        self.plan = unnormalised.mul_(torch.where(total > 0, a / total, 0.0)[:, :, None])  # rows exactly a
         self.cols = self.plan.sum(-2)
         self.error = (self.cols - b).abs().sum(-1)
 
@@ -122,7 +125,7 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
     schedule = [*warm_up, beta]
     scale = schedule[0]
     kernel = -scale * cost
-    state = _State(kernel, torch.where(real_b, 0.0, -math.inf), log_a, b)
+    state = _State(kernel, torch.where(real_b, 0.0, -math.inf), log_a, a, b)
     newton = torch.zeros_like(real_b[:, 0])  # [B]: the next step of the row is a Newton step
     damping = torch.ones_like(log_a[:, 0])  # [B]: its length, relative to the full Newton step
     for iteration in range(MAX_ITERATIONS if on_cpu else len(warm_up) + DEVICE_ITERATIONS):
@@ -141,7 +144,7 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
             size = direction.abs().amax(-1)
             direction = direction * (damping * (NEWTON_STEP / size.clamp(min=NEWTON_STEP)))[:, None]
             step = torch.where(newton[:, None], direction, step)
-        trial = _State(kernel, state.gamma + step, log_a, b)
+        trial = _State(kernel, state.gamma + step, log_a, a, b)
         # A Sinkhorn step always improves the dual; a Newton step must lower the column error, or
         # is retried shorter, until it is too short and a Sinkhorn step follows.
         accept = ~newton | (trial.error < state.error)
@@ -154,7 +157,7 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
         if not settled:
             new_scale = schedule[iteration + 1]
             scale, kernel = new_scale, -new_scale * cost
-            state = _State(kernel, state.gamma * (new_scale / schedule[iteration]), log_a, b)
+            state = _State(kernel, state.gamma * (new_scale / schedule[iteration]), log_a, a, b)
     else:
         if on_cpu:
             warnings.warn(
