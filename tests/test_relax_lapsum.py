@@ -51,6 +51,19 @@ def test_thresholds_equal_bisection(n, scale):
     torch.testing.assert_close(sums, wanted, rtol=0, atol=1e-9)
 
 
+def test_rank_matrix_equals_memberships_from_bisection():
+    scores = scores_64(3, 15, seed=8)
+    x = 2.5 * scores
+    t = torch.nn.functional.pad(bisection_thresholds(x, 14), (1, 1), value=math.inf)
+    t[:, -1] = -math.inf
+    membership = laplace_cdf(x[:, :, None] - t[:, None, :])  # m_i(0..n)
+    expected = membership[:, :, 1:] - membership[:, :, :-1]
+    torch.testing.assert_close(lapsum.rank_matrix(scores, 15, 2.5), expected, rtol=0, atol=1e-9)
+    index = torch.tensor([[0], [7], [14]])
+    log_p = lapsum.item_ranks(scores, index, 6, 2.5, log=True)
+    torch.testing.assert_close(log_p.exp(), expected.gather(1, index[:, :, None].expand(-1, -1, 15))[..., :6])
+
+
 def test_threshold_of_every_item_is_minus_infinity():
     assert (thresholds(scores_64(2, 5, seed=1), 5)[:, 4] == -math.inf).all()
 

@@ -50,9 +50,13 @@ def _thresholds_forward(x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tens
     n = x.shape[-1]
     length = min(2 * k, n)
     top, top_index = x.topk(length, dim=-1)  # descending; masked items last
-    tail = x.scatter(-1, top_index, -math.inf).logsumexp(-1, keepdim=True)  # [B, 1]
     real_top = top > -math.inf
     count = real_top.sum(-1, keepdim=True)
+    # log sum of e^x over the other items, relative to the smallest top item: every top item adds
+    # exactly 1 (clamped). Rounding is relative to that item's e^x, which every B_q with q < L holds.
+    reference = top[:, -1:].clamp(min=torch.finfo(x.dtype).min)
+    others = (x - reference).clamp_(max=0.0).exp_().sum(-1, keepdim=True) - count
+    tail = reference + others.clamp_(min=0.0).log_()  # [B, 1]
     none = torch.full_like(tail, -math.inf)
     log_a = torch.logcumsumexp((-top).masked_fill(~real_top, -math.inf), -1)  # A_q, q = 1..L
     suffix = torch.logcumsumexp(top.flip(-1), -1).flip(-1)  # sum_{j >= q} over the top items

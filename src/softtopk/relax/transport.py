@@ -123,8 +123,7 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
     on_cpu = cost.device.type == "cpu"
     warm_up = _warm_up(beta)
     schedule = [*warm_up, beta]
-    scale = schedule[0]
-    kernel = -scale * cost
+    kernel = -schedule[0] * cost
     state = _State(kernel, torch.where(real_b, 0.0, -math.inf), log_a, a, b)
     newton = torch.zeros_like(real_b[:, 0])  # [B]: the next step of the row is a Newton step
     damping = torch.ones_like(log_a[:, 0])  # [B]: its length, relative to the full Newton step
@@ -141,8 +140,8 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
         if not on_cpu or bool(newton.any()):
             direction = _solve_laplacian(state.plan, inverse_a, state.cols, b - state.cols)
             # Damped, and at most NEWTON_STEP per potential: the linearisation of exp holds only nearby.
-            size = direction.abs().amax(-1)
-            direction = direction * (damping * (NEWTON_STEP / size.clamp(min=NEWTON_STEP)))[:, None]
+            largest = direction.abs().amax(-1)
+            direction = direction * (damping * (NEWTON_STEP / largest.clamp(min=NEWTON_STEP)))[:, None]
             step = torch.where(newton[:, None], direction, step)
         trial = _State(kernel, state.gamma + step, log_a, a, b)
         # A Sinkhorn step always improves the dual; a Newton step must lower the column error, or
@@ -155,9 +154,9 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
         damping = torch.where(give_up, 1.0, damping)
         state = trial.where(accept, state)
         if not settled:
-            new_scale = schedule[iteration + 1]
-            scale, kernel = new_scale, -new_scale * cost
-            state = _State(kernel, state.gamma * (new_scale / schedule[iteration]), log_a, a, b)
+            scale = schedule[iteration + 1]
+            kernel = -scale * cost
+            state = _State(kernel, state.gamma * (scale / schedule[iteration]), log_a, a, b)
     else:
         if on_cpu:
             warnings.warn(
