@@ -72,25 +72,26 @@ def transport_log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: floa
     """log P[b, i, r], r < k, of the items `index` `[B, J]` (every item with None), from the
     entropic transport of the squashed scores onto `ranks` rank anchors, plus a bucket anchor for
     the remaining ranks where ranks < n.  [B, n] -> [B, J or n, k]"""
-    n = scores.shape[-1]
+    n, dtype = scores.shape[-1], scores.dtype
     masked = masked_items(scores)
     real = torch.ones_like(scores, dtype=torch.bool) if masked is None else ~masked
-    count = real.sum(-1, keepdim=True).to(scores.dtype)
+    exact_count = real.sum(-1, keepdim=True).double()  # marginals in float64: they balance exactly
+    count = exact_count.to(dtype)
     x = squash(scores, real, count)
-    positions, log_b = _anchors(count, ranks, bucket=ranks < n)
-    cost = (x[:, :, None] - positions[:, None, :]).square()
-    log_a = torch.where(real, -torch.log(count), -math.inf)
+    positions, log_b = _anchors(exact_count, ranks, bucket=ranks < n)
+    cost = (x[:, :, None] - positions.to(dtype)[:, None, :]).square()  # in [0, 1]
+    log_a = torch.where(real, -torch.log(exact_count), -math.inf)
     alpha, gamma = entropic_transport(cost, log_a, log_b, beta)
-    cost = cost[:, :, :k]
+    cost = cost[:, :, :k].to(alpha.dtype)  # the transport may have run in float64
     if index is not None:
         alpha, real = alpha.gather(1, index), real.gather(1, index)
         cost = cost.gather(1, index[:, :, None].expand(-1, -1, k))
     log_p = alpha[:, :, None] + gamma[:, None, :k] - beta * cost + torch.log(count)[:, :, None]
-    if masked is None:
-        return log_p
-    masked_rank = torch.arange(k, device=scores.device) >= count  # [B, k]
-    share = -torch.log((n - count).clamp(min=1))[:, :, None]  # the masked items' share of those ranks
-    return torch.where(~real[:, :, None] & masked_rank[:, None, :], share, log_p)
+    if masked is not None:
+        masked_rank = torch.arange(k, device=scores.device) >= count  # [B, k]
+        share = -torch.log((n - count).clamp(min=1))[:, :, None]  # the masked items' share of those ranks
+        log_p = torch.where(~real[:, :, None] & masked_rank[:, None, :], share, log_p)
+    return log_p.to(dtype)
 
 
 def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:
