@@ -2,7 +2,7 @@
 scores, squashed to (0, 1), and n equally spaced anchors (anchor_r = 1 - r / (n - 1) for rank r,
 so rank 0 takes the largest score), with uniform marginals, cost (x_i - anchor_r)^2 and
 epsilon = 1 / beta. P = n * plan is doubly stochastic. The transport is solved by `transport.py`
-(log-domain Sinkhorn with epsilon scaling; backward by implicit differentiation).
+(log-domain Sinkhorn and Newton steps with epsilon scaling; backward by implicit differentiation).
 
 Squash (shared with OT top-k): x_i = sigmoid((s_i - mean) / max(std, SPREAD_FLOOR)), mean and
 (population) std over the row's real items. The floor bounds the gradient of (near-)constant rows,
@@ -79,7 +79,8 @@ def transport_log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: floa
     count = exact_count.to(dtype)
     x = squash(scores, real, count)
     positions, log_b = _anchors(exact_count, ranks, bucket=ranks < n)
-    cost = (x[:, :, None] - positions.to(dtype)[:, None, :]).square()  # in [0, 1]
+    # [B, n, m] in [0, 1], laid out anchor-major as the solver works on it
+    cost = (x[:, None, :] - positions.to(dtype)[:, :, None]).square().transpose(1, 2)
     log_a = torch.where(real, -torch.log(exact_count), -math.inf)
     alpha, gamma = entropic_transport(cost, log_a, log_b, beta)
     cost = cost[:, :, :k].to(alpha.dtype)  # the transport may have run in float64

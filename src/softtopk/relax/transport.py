@@ -88,31 +88,32 @@ def _warm_up(beta: float) -> list[float]:
 
 def _solve_laplacian(plan: Tensor, inverse_rows: Tensor, cols: Tensor, rhs: Tensor) -> Tensor:
     """y with S y = rhs, S = diag(G^T 1) - G^T diag(inverse_rows) G, on the complement of its null
-    space 1; masked anchors (column sum 0) get y = 0.  plan [B, n, m], [B, n], [B, m], [B, m] -> [B, m]"""
+    space 1; masked anchors (column sum 0) get y = 0.
+    plan^T [B, m, n] (anchor-major), [B, n], [B, m], [B, m] -> [B, m]"""
     real_b = cols > 0
     rhs = rhs.masked_fill(~real_b, 0.0)
     mean = rhs.sum(-1, keepdim=True) / real_b.sum(-1, keepdim=True).clamp(min=1)
     rhs = torch.where(real_b, rhs - mean, 0.0)
-    eye = torch.eye(plan.shape[-1], dtype=torch.bool, device=plan.device)
-    links = (plan.transpose(1, 2) @ (plan * inverse_rows[:, :, None])).masked_fill(eye, 0.0)  # [B, m, m]
+    eye = torch.eye(plan.shape[1], dtype=torch.bool, device=plan.device)
+    links = (plan @ (plan * inverse_rows[:, None, :]).transpose(1, 2)).masked_fill(eye, 0.0)  # [B, m, m]
     ridge = torch.finfo(plan.dtype).eps * cols + (~real_b).to(plan.dtype)
     laplacian = torch.diag_embed(links.sum(-1) + ridge) - links
     return torch.linalg.solve_ex(laplacian, rhs[:, :, None])[0][:, :, 0]
 
 
 class _State:
-    """Potentials with exact rows (alpha from gamma), the plan, its column sums and the L1 error
-    of its columns, at one inverse temperature."""
+    """Potentials with exact rows (alpha from gamma), the plan (transposed, [B, m, n]), its column
+    sums and their L1 error, and the dual objective, at one inverse temperature."""
 
     def __init__(self, kernel: Tensor, gamma: Tensor, log_a: Tensor, a: Tensor, b: Tensor) -> None:
-        shifted = kernel + gamma[:, None, :]
-        top = shifted.amax(-1, keepdim=True).clamp(min=torch.finfo(kernel.dtype).min)  # finite
-        unnormalised = shifted.sub_(top).exp_()  # [B, n, m]
-        total = unnormalised.sum(-1)
+        shifted = kernel + gamma[:, :, None]  # [B, m, n]
+        top = shifted.amax(1, keepdim=True).clamp(min=torch.finfo(kernel.dtype).min)  # finite
+        unnormalised = shifted.sub_(top).exp_()
+        total = unnormalised.sum(1)
         self.gamma = gamma
-        self.alpha = torch.where(log_a > -math.inf, log_a - top[:, :, 0] - total.log(), -math.inf)
-        self.plan = unnormalised.mul_(torch.where(total > 0, a / total, 0.0)[:, :, None])  # rows exactly a
-        self.cols = self.plan.sum(-2)
+        self.alpha = torch.where(log_a > -math.inf, log_a - top[:, 0, :] - total.log(), -math.inf)
+        self.plan = unnormalised.mul_(torch.where(total > 0, a / total, 0.0)[:, None, :])  # rows exactly a
+        self.cols = self.plan.sum(-1)
         self.error = (self.cols - b).abs().sum(-1)
         # The dual objective (concave in gamma, rows optimal) and the size of its rounding.
         terms_a = a * torch.where(self.alpha > -math.inf, self.alpha, 0.0)  # masked: 0 * -inf = 0
@@ -139,7 +140,9 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
     on_cpu = cost.device.type == "cpu"
     warm_up = _warm_up(beta)
     schedule = [*warm_up, beta]
+    cost = cost.transpose(1, 2).contiguous()  # [B, m, n]: contiguous reductions over the items
     kernel = -schedule[0] * cost
+    largest_cost = cost.flatten(1).amax(-1) if on_cpu else None
     state = _State(kernel, torch.where(real_b, 0.0, -math.inf), log_a, a, b)
     newton = torch.zeros_like(real_b[:, 0])  # [B]: the next step of the row is a Newton step
     damping = torch.ones_like(log_a[:, 0])  # [B]: its length, relative to the full Newton step
@@ -149,7 +152,7 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
         if on_cpu and settled and (iteration - len(warm_up)) % CHECK_EVERY == 0:
             # log(column sum / b); the floor is the rounding of potentials and costs up to beta * max C.
             error = torch.where(real_b, log_cols - log_b, 0.0).abs().amax(-1)
-            size = state.gamma.masked_fill(~real_b, 0).abs().amax(-1) + beta * cost.flatten(1).amax(-1)
+            size = state.gamma.masked_fill(~real_b, 0).abs().amax(-1) + beta * largest_cost
             if bool((error <= tolerance + 16 * eps * size).all()):
                 break
         step = torch.where(real_b, log_b - log_cols, 0.0)  # Sinkhorn's exact column update
@@ -195,14 +198,15 @@ def _(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple[Tensor, 
 def _transport_backward(
     cost: Tensor, alpha: Tensor, gamma: Tensor, beta: float, grad_alpha: Tensor, grad_gamma: Tensor
 ) -> Tensor:
-    plan = torch.exp(alpha[:, :, None] + gamma[:, None, :] - beta * cost)  # [B, n, m]
-    rows, cols = plan.sum(-1), plan.sum(-2)
+    plan = torch.exp(alpha[:, None, :] + gamma[:, :, None] - beta * cost.transpose(1, 2))  # [B, m, n]
+    rows, cols = plan.sum(1), plan.sum(-1)
     inverse_rows = torch.where(rows > 0, 1 / rows, 0.0)
     scaled_u = torch.where(rows > 0, grad_alpha, 0.0) * inverse_rows
-    rhs = grad_gamma - (plan.transpose(1, 2) @ scaled_u[:, :, None])[:, :, 0]  # v - G^T D_r^-1 u
+    rhs = grad_gamma - (plan @ scaled_u[:, :, None])[:, :, 0]  # v - G^T D_r^-1 u
     y = _solve_laplacian(plan, inverse_rows, cols, rhs)
-    x = scaled_u - (plan @ y[:, :, None])[:, :, 0] * inverse_rows
-    return beta * plan * (x[:, :, None] + y[:, None, :])
+    x = scaled_u - (y[:, None, :] @ plan)[:, 0, :] * inverse_rows
+    grad = (beta * plan * (x[:, None, :] + y[:, :, None])).transpose(1, 2)
+    return grad if grad.stride() == cost.stride() else grad.contiguous()  # the layout of the cost
 
 
 @_transport_backward.register_fake
@@ -230,12 +234,13 @@ _transport.register_autograd(_backward, setup_context=_setup_context)
 def entropic_transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple[Tensor, Tensor]:
     """Potentials of the entropic transport plan, log G_ij = alpha_i + gamma_j - beta C_ij.
 
-    cost `[B, n, m]`, log marginals log_a `[B, n]` and log_b `[B, m]` (-inf: masked; b is rescaled
-    to the mass of a, so build them in float64 where they must balance exactly), beta > 0 ->
-    alpha `[B, n]`, gamma `[B, m]`. Differentiable in `cost` only, by implicit differentiation;
-    the loss must read the potentials through log G. float32 problems with
-    beta > FLOAT32_MAX_BETA are solved, and return their potentials, in float64."""
+    cost `[B, n, m]` (the solver works on its transpose: a cost laid out anchor-major, such as a
+    transposed `[B, m, n]` tensor, is not copied); log marginals log_a `[B, n]` and log_b `[B, m]`
+    (-inf: masked; b is rescaled to the mass of a, so build them in float64 where they must
+    balance exactly); beta > 0 -> alpha `[B, n]`, gamma `[B, m]`. Differentiable in `cost` only,
+    by implicit differentiation; the loss must read the potentials through log G. float32
+    problems with beta > FLOAT32_MAX_BETA are solved, and return their potentials, in float64."""
     if cost.dtype != torch.float64 and beta > FLOAT32_MAX_BETA:
         cost = cost.double()
     log_a, log_b = log_a.to(cost.dtype).contiguous(), log_b.to(cost.dtype).contiguous()
-    return _transport(cost.contiguous(), log_a, log_b, float(beta))
+    return _transport(cost, log_a, log_b, float(beta))
