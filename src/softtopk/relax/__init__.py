@@ -4,7 +4,7 @@ defines its `Relaxation` (see `relaxation.py` for the interface) and one entry h
 
 from __future__ import annotations
 
-from . import neuralsort, sinkhorn, softsort, sorting_network
+from . import lapsum, neuralsort, ot_topk, sinkhorn, softsort, sorting_network
 from .relaxation import Relaxation
 
 RELAXATIONS: dict[str, Relaxation] = {r.name: r for r in (
@@ -14,6 +14,8 @@ RELAXATIONS: dict[str, Relaxation] = {r.name: r for r in (
     neuralsort.RELAXATION,
     softsort.RELAXATION,
     sinkhorn.RELAXATION,
+    ot_topk.RELAXATION,
+    lapsum.RELAXATION,
 )}
 METHODS: tuple[str, ...] = tuple(RELAXATIONS)
 

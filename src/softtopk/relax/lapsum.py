@@ -1,0 +1,156 @@
+"""LapSum soft top-k (Struski, Bednarczyk, Podolak, Tabor, ICML 2025): with F the Laplace CDF,
+F(x) = e^x / 2 for x <= 0 and 1 - e^-x / 2 for x > 0, the soft membership of item i in the top k is
+
+    m_i(k) = F(beta (s_i - b_k)),   b_k such that sum_i m_i(k) = k,   m_i(0) = 0,
+
+and P[i, r] = m_i(r + 1) - m_i(r): every column of P sums to 1 and, for k = n, every row.
+
+Thresholds in closed form (x = beta s, t = beta b, one `topk` and log-sum-exp prefix sums): with
+x_(1) >= ... >= x_(n) and p items above t, sum_i F(x_i - t) = p - e^t A_p / 2 + e^-t B_p / 2,
+A_p = sum_{j <= p} e^-x_(j), B_p = sum_{j > p} e^x_(j), so z = e^t solves A z^2 + 2 (k - p) z - B = 0.
+Each of the p items contributes more than 1/2, so p <= 2k: only the 2K largest items are sorted,
+the others enter through one log-sum-exp. p is the number of q with sum_i F(x_i - x_(q)) <= k.
+
+Backward, by the implicit function theorem on sum_i F(x_i - t_k) = k:
+dt_k / dx_i = F'(x_i - t_k) / sum_j F'(x_j - t_k) = softmax_i(-|x_i - t_k|). Every item below all
+thresholds gets e^x_i times one per-row sum; only the 2K largest need their own weights, so the
+backward is one pass over the row. log P is a log-difference of Laplace CDFs computed without
+cancellation, finite with a gradient where P underflows.
+
+Masked items (-inf) take no part: with n' real items, m_i(k) = 1 for real items and k >= n', and
+the masked items share the ranks r >= n' equally (the limit of equal scores going to -inf).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .relaxation import Relaxation
+
+LOG_HALF = -math.log(2)
+
+
+def _closed_form(k: Tensor, p: Tensor, log_a: Tensor, log_b: Tensor) -> Tensor:
+    """log z of the positive root of A z^2 + 2 (k - p) z - B = 0, from log A and log B."""
+    c = k - p
+    log_c = torch.log(c.abs())
+    root = 0.5 * torch.logaddexp(2 * log_c, log_a + log_b)  # log sqrt(c^2 + A B)
+    above = log_b - torch.logaddexp(log_c, root)  # c >= 0: z = B / (c + sqrt(c^2 + AB))
+    below = torch.logaddexp(log_c, root) - log_a  # c < 0: z = (|c| + sqrt(c^2 + AB)) / A
+    return torch.where(c >= 0, above, below)
+
+
+def _thresholds_forward(x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """t_1..t_k `[B, k]` (-inf for k' >= n'), min(n', L) `[B, 1]` with L = min(2k, n) (exact where
+    n' < L), and for the backward the L largest items, their positions and the log-sum-exp of the
+    others. x `[B, n]`, -inf for masked items."""
+    n = x.shape[-1]
+    length = min(2 * k, n)
+    top, top_index = x.topk(length, dim=-1)  # descending; masked items last
+    real_top = top > -math.inf
+    count = real_top.sum(-1, keepdim=True)
+    # log sum of e^x over the other items, relative to the smallest top item: every top item adds
+    # exactly 1 (clamped). Rounding is relative to that item's e^x, which every B_q with q < L holds.
+    reference = top[:, -1:].clamp(min=torch.finfo(x.dtype).min)
+    others = (x - reference).clamp_(max=0.0).exp_().sum(-1, keepdim=True) - count
+    tail = reference + others.clamp_(min=0.0).log_()  # [B, 1]
+    none = torch.full_like(tail, -math.inf)
+    log_a = torch.logcumsumexp((-top).masked_fill(~real_top, -math.inf), -1)  # A_q, q = 1..L
+    suffix = torch.logcumsumexp(top.flip(-1), -1).flip(-1)  # sum_{j >= q} over the top items
+    log_b = torch.logaddexp(torch.cat([suffix[:, 1:], none], -1), tail)  # B_q
+    safe_top = top.masked_fill(~real_top, 0.0)
+    position = torch.arange(length, dtype=x.dtype, device=x.device)  # q - 1
+    before = torch.exp(safe_top + torch.cat([none, log_a[:, :-1]], -1))  # e^x_(q) A_{q-1}
+    level = position + 0.5 - 0.5 * before + 0.5 * torch.exp(log_b - safe_top)
+    level = level.masked_fill(~real_top, math.inf)  # sum_i F(x_i - x_(q)), non-decreasing in q
+    wanted = torch.arange(1, k + 1, dtype=x.dtype, device=x.device).expand(x.shape[0], k).contiguous()
+    p = torch.searchsorted(level, wanted, right=True)  # [B, k]: items above t_k
+    log_a_p = torch.cat([none, log_a], -1).gather(-1, p)
+    log_b_p = torch.cat([torch.logaddexp(suffix[:, :1], tail), log_b], -1).gather(-1, p)
+    t = _closed_form(wanted, p.to(x.dtype), log_a_p, log_b_p)
+    return torch.where(wanted < count, t, -math.inf), count, top, top_index, tail
+
+
+class _Thresholds(torch.autograd.Function):
+    """x = beta s `[B, n]` (-inf: masked), items `[B, J]` (None: all) -> thresholds t = beta b
+    `[B, k]`, the items' x `[B, J or n]` and min(n', 2k) `[B, 1]`, with the implicit backward (which
+    also takes the items' gradient, so that no dense gather gradient is added)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor | None, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        t, count, top, top_index, tail = _thresholds_forward(x, k)
+        ctx.save_for_backward(x, index, t, top, top_index, tail)
+        ctx.mark_non_differentiable(count)
+        return t, (x.clone() if index is None else x.gather(-1, index)), count
+
+    @staticmethod
+    def backward(ctx, grad_t: Tensor, grad_items: Tensor, _) -> tuple[Tensor, None, None]:
+        x, index, t, top, top_index, tail = ctx.saved_tensors
+        valid = t > -math.inf
+        t = torch.where(valid, t, 0.0)
+        grad_t = torch.where(valid, grad_t, 0.0)
+        # log sum_j F'(x_j - t_k) up to the factor 1/2; the tail lies below every threshold.
+        top_terms = -(top[:, :, None] - t[:, None, :]).abs()  # [B, L, k]
+        log_z = torch.where(valid, torch.logaddexp(top_terms.logsumexp(1), tail - t), 0.0)  # [B, k]
+        top_grad = (grad_t[:, None, :] * torch.exp(top_terms - log_z[:, None, :])).sum(-1)  # [B, L]
+        exponent = torch.where(valid, -t - log_z, -math.inf)
+        shift = exponent.amax(-1, keepdim=True)
+        shift = torch.where(shift > -math.inf, shift, 0.0)
+        tail_sum = (grad_t * torch.exp(exponent - shift)).sum(-1, keepdim=True)
+        # Below every threshold, x + shift <= 0; the top items are overwritten.
+        grad_x = torch.add(x, shift).exp_().mul_(tail_sum)
+        grad_x.scatter_(-1, top_index, top_grad)
+        if index is None:
+            return grad_x + grad_items, None, None
+        return grad_x.scatter_add_(-1, index, grad_items), None, None
+
+
+def _log_cdf_difference(high: Tensor, low: Tensor) -> Tensor:
+    """log(F(high) - F(low)) for low <= high (low may be -inf, high +inf), without cancellation."""
+    gap = high - low
+    straddles = (low <= 0) & (high > 0)
+    # Same side of 0: (1/2) e^-dist (1 - e^-gap), dist the distance of [low, high] from 0.
+    safe_gap = torch.where(gap > 0, gap, 1.0)
+    one_side = LOG_HALF - torch.minimum(low.abs(), high.abs()) + torch.log(-torch.expm1(-safe_gap))
+    # Across 0: (1/2) ((1 - e^-high) + (1 - e^low)), two non-negative terms.
+    across = -torch.expm1(-high.clamp(min=0)) - torch.expm1(low.clamp(max=0))
+    across = LOG_HALF + torch.log(torch.where(straddles, across, 1.0))
+    return torch.where(straddles, across, torch.where(gap > 0, one_side, -math.inf))
+
+
+def _log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: float) -> Tensor:
+    """log P[b, i, r], r < k, of the items `index` `[B, J]` (every item with None).
+    [B, n] -> [B, J or n, k]"""
+    n = scores.shape[-1]
+    x = scores if beta == 1 else scores * beta  # masked items stay -inf
+    t, items, count = _Thresholds.apply(x, index, k)
+    real = items > -math.inf
+    items = items.masked_fill(~real, 0.0)
+    rank = torch.arange(k, device=scores.device)
+    valid = (rank < count).expand(scores.shape[0], k)  # ranks of real items
+    lower = torch.cat([torch.full_like(t[:, :1], math.inf), t[:, :-1]], -1)  # t_r; t_0 = +inf
+    upper = t  # t_{r+1}; t_{n'} = -inf
+    high = torch.where(valid[:, None, :], items[:, :, None] - upper[:, None, :], 0.0)
+    low = torch.where(valid[:, None, :], items[:, :, None] - lower[:, None, :], 0.0)
+    log_p = torch.where(valid[:, None, :], _log_cdf_difference(high, low), -math.inf)
+    share = -torch.log((n - count).clamp(min=1).to(scores.dtype))[:, :, None]
+    return torch.where(real[:, :, None], log_p, torch.where(valid[:, None, :], -math.inf, share))
+
+
+def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:
+    """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
+    return _log_ranks(scores, None, k, beta).exp()
+
+
+def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = False) -> Tensor:
+    """P[b, index[b, j], r] for r < k (log P with `log`).  [B, n], [B, J] -> [B, J, k]"""
+    log_p = _log_ranks(scores, index, k, beta)
+    return log_p if log else log_p.exp()
+
+
+RELAXATION = Relaxation("lapsum", "LapSum", "threshold", rank_matrix, item_ranks,
+                        cost="O(n + K log K) forward, O(n K) for the full P", output="rows 1..K of P",
+                        needs_m=False, reference="Struski, Bednarczyk, Podolak, Tabor, ICML 2025")

@@ -1,0 +1,38 @@
+"""Optimal-transport top-k (Xie, Dai, Chen, Dai, Zhao, Zha, Wei, Pfister, NeurIPS 2020, "Differentiable
+Top-k with Optimal Transport"), sorted variant: entropic transport of the n scores onto K + 1
+anchors, one for each of the K top ranks (mass 1/n each) and one bucket for the other n - K ranks
+(mass (n - K)/n), epsilon = 1/beta; P[i, r] = n * plan[i, r] for the K rank anchors.
+
+The scores are squashed exactly as in SinkhornSort (`sinkhorn.squash`: a sigmoid of the per-row
+standardised scores, with its spread floor), and the rank anchors are SinkhornSort's,
+1 - r / (n - 1). The bucket sits at the mean of the anchors of the ranks it stands for,
+(n - 1 - K) / (2 (n - 1)); with K >= n - 1 the problem is SinkhornSort's, so both give the same P.
+The transport is solved by `transport.py` (log-domain Sinkhorn, implicit backward), at O(n K) per
+iteration and O(n K^2 + K^3) for the backward: no preselection is needed.
+
+Masked items (-inf) are removed exactly, as in SinkhornSort (n' real items, anchors and masses of
+n' items; ranks r >= n' go to the masked items in equal shares).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .relaxation import Relaxation
+from .sinkhorn import transport_log_ranks
+
+
+def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:
+    """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
+    return transport_log_ranks(scores, None, k, beta, ranks=k).exp()
+
+
+def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = False) -> Tensor:
+    """P[b, index[b, j], r] for r < k (log P with `log`).  [B, n], [B, J] -> [B, J, k]"""
+    log_p = transport_log_ranks(scores, index, k, beta, ranks=k)
+    return log_p if log else log_p.exp()
+
+
+RELAXATION = Relaxation("ot_topk", "OT top-k", "optimal transport", rank_matrix, item_ranks,
+                        cost="O(n K · iterations)", output="rows 1..K of P (K+1 anchors)", needs_m=False,
+                        reference="Xie, Dai, Chen, Dai, Zhao, Zha, Wei, Pfister, NeurIPS 2020")
