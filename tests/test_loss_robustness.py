@@ -15,6 +15,8 @@ from softtopk import METHODS, TopKCrossEntropyLoss
 from softtopk.relax import RELAXATIONS
 
 ORDER_FREE = [m for m in METHODS if RELAXATIONS[m].family != "sorting network"]
+# Relaxations of standardised scores: logits x1e4 rank like logits x1, nothing underflows.
+SCALE_FREE = [m for m in METHODS if RELAXATIONS[m].family == "optimal transport"]
 P_K = [0.5, 0, 0, 0, 0.5]
 
 
@@ -132,12 +134,14 @@ def test_exact_loss_keeps_pushing_a_target_ranked_last(method, m):
                 continue
             fn = loss_fn(method, m, p_k=p_k, eps=0.0, distribution=distribution, reduction="none")
             loss, grad = value_and_grad(fn, logits, target)
-            assert torch.isfinite(loss).all() and (loss > 16.2).all()  # beyond the clamp of the default eps
+            assert torch.isfinite(loss).all()
+            if method not in SCALE_FREE:  # beyond the clamp of the default eps
+                assert (loss > 16.2).all()
             assert torch.isfinite(grad).all()
             assert (grad.gather(1, target[:, None]) < 0).all(), (p_k, distribution)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in SCALE_FREE])
 def test_default_eps_clamps_where_the_exact_loss_does_not(method):
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(8, 40, generator=g) * 1e4
