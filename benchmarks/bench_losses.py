@@ -28,7 +28,6 @@ SETTINGS = [  # name, batch, classes, m, p_k
 ]
 METHODS = [*softtopk.METHODS, "smooth_topk"]
 ORIGINAL = ("bitonic", "splitter_selection", "odd_even", "neuralsort", "softsort", "smooth_topk")
-FULL_PLAN_LIMIT = 200  # sinkhorn builds an n x n plan: all classes only up to this many
 
 
 def ours(method: str, m: int | None, p_k: list[float], eps: float) -> torch.nn.Module:
@@ -54,16 +53,14 @@ def original(method: str, classes: int, m: int | None, p_k: list[float], device:
 
 
 def runs(classes: int, m: int | None) -> list[tuple[str, int | None]]:
-    """(method, m) pairs of a setting: every method at the setting's m; those that need no
-    preselection also on all classes where that fits."""
+    """(method, m) pairs of a setting: every method at the setting's m; with preselection, those
+    that need none also on all classes."""
     pairs = [(method, m) for method in METHODS]
     if m is not None:
         for name, r in RELAXATIONS.items():
-            if not r.needs_m and (name != "sinkhorn" or classes <= FULL_PLAN_LIMIT):
+            if not r.needs_m:
                 pairs.append((name, None))
-    return [(method, mm) for method, mm in pairs
-            if not (method == "odd_even" and mm is None and classes > FULL_PLAN_LIMIT)
-            and not (method == "sinkhorn" and mm is None and classes > FULL_PLAN_LIMIT)]
+    return pairs
 
 
 def step(loss_fn, logits: torch.Tensor, target: torch.Tensor):

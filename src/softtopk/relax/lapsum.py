@@ -152,5 +152,6 @@ def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = F
 
 
 RELAXATION = Relaxation("lapsum", "LapSum", "threshold", rank_matrix, item_ranks,
-                        cost="O(n + K log K) forward, O(n K) for the full P", output="rows 1..K of P",
+                        cost="O(n + K log K) forward, O(n K) for the full P",
+                        output="K + 1 thresholds, then the labelled items' rows",
                         needs_m=False, reference="Struski, Bednarczyk, Podolak, Tabor, ICML 2025")

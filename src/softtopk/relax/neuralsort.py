@@ -53,5 +53,5 @@ def _logits(scores: Tensor, masked: Tensor | None, k: int, beta: float) -> Tenso
 rank_matrix = rank_matrix_from(_logits)
 item_ranks = item_ranks_from(_logits)
 RELAXATION = Relaxation("neuralsort", "NeuralSort", "permutation rows", rank_matrix, item_ranks,
-                        cost="O(n K + n log n)", output="rows 1..K of P", needs_m=False,
+                        cost="O(n K + n log n)", output="ranks 1..K over all items", needs_m=False,
                         reference="Grover, Wang, Zweig, Ermon, ICLR 2019")

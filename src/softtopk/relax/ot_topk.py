@@ -34,5 +34,5 @@ def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = F
 
 
 RELAXATION = Relaxation("ot_topk", "OT top-k", "optimal transport", rank_matrix, item_ranks,
-                        cost="O(n K · iterations)", output="rows 1..K of P (K+1 anchors)", needs_m=False,
+                        cost="O(n K · iterations)", output="an n x (K + 1) plan", needs_m=False,
                         reference="Xie, Dai, Chen, Dai, Zhao, Zha, Wei, Pfister, NeurIPS 2020")

@@ -108,5 +108,5 @@ def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = F
 
 
 RELAXATION = Relaxation("sinkhorn", "SinkhornSort", "optimal transport", rank_matrix, item_ranks,
-                        cost="O(n² · iterations)", output="full n x n plan", needs_m=False,
+                        cost="O(n² · iterations)", output="the full n x n plan", needs_m=True,
                         reference="Cuturi, Teboul, Vert, NeurIPS 2019")

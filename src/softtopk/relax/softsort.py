@@ -23,5 +23,5 @@ def _logits(scores: Tensor, masked: Tensor | None, k: int, beta: float) -> Tenso
 rank_matrix = rank_matrix_from(_logits)
 item_ranks = item_ranks_from(_logits)
 RELAXATION = Relaxation("softsort", "SoftSort", "permutation rows", rank_matrix, item_ranks,
-                        cost="O(n K)", output="rows 1..K of P", needs_m=False,
+                        cost="O(n K)", output="ranks 1..K over all items", needs_m=False,
                         reference="Prillo, Eisenschlos, ICML 2020")

@@ -297,11 +297,12 @@ def _record(kind: str, title: str, cost: str, reference: str) -> Relaxation:
         return item_ranks(scores, index, k, kind, beta, distribution, art_lambda, log)
 
     return Relaxation(kind, title, "sorting network", full, item, ("distribution", "art_lambda"),
-                      cost=cost, output="one row per labelled item", needs_m=True, reference=reference)
+                      cost=cost, output="the labelled items' rows, one mass channel each", needs_m=True,
+                      reference=reference)
 
 
 _DSN = "Petersen et al., ICML 2021 / ICLR 2022"
 BITONIC = _record("bitonic", "Bitonic DSN", "O(n log² n)", _DSN)
 ODD_EVEN = _record("odd_even", "Odd-even DSN", "O(n²)", _DSN)
-SPLITTER_SELECTION = _record("splitter_selection", "Splitter sel. DSN", "O(n log² K)",
+SPLITTER_SELECTION = _record("splitter_selection", "Splitter sel. DSN", "O(n log K)",
                              "Petersen, Kuehne, Borgelt, Deussen, ICML 2022")
