@@ -9,10 +9,6 @@ from collections.abc import Callable
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-_VIEWS = {"view", "_unsafe_view", "t", "transpose", "permute", "unsqueeze", "squeeze", "expand", "slice",
-          "select", "alias", "as_strided", "detach", "reshape", "unbind", "split", "narrow", "movedim",
-          "split_with_sizes", "view_as", "expand_as", "unfold", "diagonal", "_reshape_alias"}
-
 
 class _Watch(TorchDispatchMode):
     def __init__(self) -> None:
@@ -37,7 +33,7 @@ class _Watch(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if func.overloadpacket.__name__ not in _VIEWS:
+        if not func.is_view:
             self.ops += 1
             for tensor in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(tensor, torch.Tensor):

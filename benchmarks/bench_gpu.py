@@ -22,24 +22,12 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from _dispatch import dispatch_stats
 from bench_losses import SETTINGS
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import softtopk
 
 BACKENDS = ("cross-entropy", "torch eager", "torch compiled", "triton")
-
-
-class AtenOps(TorchDispatchMode):
-    """Counts the aten ops dispatched while active, views excluded."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += not func.is_view
-        return func(*args, **(kwargs or {}))
 
 
 def median_ms(step: Callable[[], None], device: torch.device, repeats: int, warmup: int) -> float:
@@ -103,9 +91,7 @@ def run_case(loss_fn, method: str, logits, target, bf16: bool, args) -> tuple[fl
         ms = median_ms(step, logits.device, args.repeats, args.warmup)
         if method == "torch compiled":
             return ms, None
-        with AtenOps() as ops:
-            step()
-        return ms, ops.count
+        return ms, dispatch_stats(step)[0]
 
 
 def main() -> None:
