@@ -38,6 +38,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _shipping import write_files
+
 MIN_MEMBERS = 40
 MAX_MEMBERS = 500
 MIN_WORDS = 3
@@ -124,13 +126,9 @@ def write_outputs(root: Path, version: str) -> None:
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=buffer, mtime=0) as gz:
         gz.write(table.encode("utf-8"))
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
     licence = licence_text(root / "usr/share/doc/dict-gcide/copyright", version)
-    for name, content in [("gcide_fields.tsv.gz", buffer.getvalue()),
-                          ("GCIDE_LICENSE.txt", licence.encode("utf-8"))]:
-        tmp = OUT_DIR / f".{name}.tmp"
-        tmp.write_bytes(content)
-        os.replace(tmp, OUT_DIR / name)
+    write_files(OUT_DIR, {"gcide_fields.tsv.gz": buffer.getvalue(),
+                          "GCIDE_LICENSE.txt": licence.encode("utf-8")})
     print(f"{len(rows)} senses in {len({label for label, _ in rows})} fields -> {OUT_DIR}")
 
 

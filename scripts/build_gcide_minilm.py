@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _shipping import write_files
 
 from softtopk.experiments.gcide import DATA_FILE, read_gcide_table
 from softtopk.experiments.text_sets import read_packaged, stratified_split
@@ -105,12 +106,8 @@ def main(argv: list[str] | None = None) -> None:
                         test_labels=y[test].astype(np.int16),
                         class_names=np.array(class_names), explained_variance=share.astype(np.float32),
                         model=np.array(description))
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for name, content in [("gcide_minilm.npz", buffer.getvalue()),
-                          ("GCIDE_MINILM_LICENSE.txt", licence_text(description).encode("utf-8"))]:
-        tmp = OUT_DIR / f".{name}.tmp"
-        tmp.write_bytes(content)
-        os.replace(tmp, OUT_DIR / name)
+    write_files(OUT_DIR, {"gcide_minilm.npz": buffer.getvalue(),
+                          "GCIDE_MINILM_LICENSE.txt": licence_text(description).encode("utf-8")})
     print(f"{len(train)} + {len(test)} embeddings in {len(class_names)} classes -> {OUT_DIR}")
 
 

@@ -26,7 +26,6 @@ import argparse
 import gzip
 import hashlib
 import io
-import os
 import random
 import re
 import subprocess
@@ -34,6 +33,8 @@ import sys
 import tempfile
 import unicodedata
 from pathlib import Path
+
+from _shipping import write_files
 
 WORDS_PER_LANGUAGE = 500
 MIN_LENGTH, MAX_LENGTH = 3, 24
@@ -139,12 +140,8 @@ def write_outputs(download_dir: Path) -> None:
                "licence is the one its package's file gives for it.\n")
     for digest, (package, text) in copyrights.items():
         licence += f"\n{'=' * 78}\ncopyright file {digest} (from {package})\n{'=' * 78}\n\n{text}"
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for name, content in [("languages_words.tsv.gz", buffer.getvalue()),
-                          ("LANGUAGES_LICENSE.txt", licence.encode("utf-8"))]:
-        tmp = OUT_DIR / f".{name}.tmp"
-        tmp.write_bytes(content)
-        os.replace(tmp, OUT_DIR / name)
+    write_files(OUT_DIR, {"languages_words.tsv.gz": buffer.getvalue(),
+                          "LANGUAGES_LICENSE.txt": licence.encode("utf-8")})
     print(f"{len(rows)} words in {len(LANGUAGES)} languages -> {OUT_DIR}")
 
 

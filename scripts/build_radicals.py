@@ -32,7 +32,6 @@ import argparse
 import bz2
 import collections
 import io
-import os
 import random
 import re
 import subprocess
@@ -42,6 +41,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from _shipping import write_files
 
 MIN_MEMBERS = 25
 MAX_MEMBERS = 120
@@ -144,12 +144,7 @@ def write_outputs(download_dir: Path) -> None:
         for package in PACKAGES:
             text = (roots[package] / "usr/share/doc" / package / "copyright").read_text(encoding="utf-8")
             licence += f"\n{'=' * 78}\n{package} {versions[package]}\n{'=' * 78}\n\n{text}"
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for name, content in [("radicals.npz", archive(arrays)),
-                          ("RADICALS_LICENSE.txt", licence.encode("utf-8"))]:
-        tmp_file = OUT_DIR / f".{name}.tmp"
-        tmp_file.write_bytes(content)
-        os.replace(tmp_file, OUT_DIR / name)
+    write_files(OUT_DIR, {"radicals.npz": archive(arrays), "RADICALS_LICENSE.txt": licence.encode("utf-8")})
     print(f"{len(arrays['pixels'])} images of {len(points)} characters, "
           f"{len(set(arrays['radicals'].tolist()))} radicals -> {OUT_DIR}")
 

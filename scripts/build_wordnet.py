@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _shipping import write_files
+
 DEPTH = 5
 MIN_MEMBERS = 50
 MAX_LEMMAS = 3
@@ -117,12 +119,9 @@ def write_outputs(root: Path) -> None:
     with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=buffer, mtime=0) as gz:
         gz.write(table.encode("utf-8"))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for name, content in [("wordnet_nouns.tsv.gz", buffer.getvalue()),
-                          ("WORDNET_LICENSE.txt",
-                           licence_text(root / "usr/share/doc/wordnet-base/copyright").encode("utf-8"))]:
-        tmp = OUT_DIR / f".{name}.tmp"
-        tmp.write_bytes(content)
-        os.replace(tmp, OUT_DIR / name)
+    write_files(OUT_DIR, {"wordnet_nouns.tsv.gz": buffer.getvalue(),
+                          "WORDNET_LICENSE.txt":
+                          licence_text(root / "usr/share/doc/wordnet-base/copyright").encode("utf-8")})
     print(f"{len(rows)} texts in {len({label for label, _ in rows})} classes -> {OUT_DIR}")
 
 
