@@ -41,9 +41,16 @@ def _settings(result: dict) -> list[str]:
 
 
 def _baseline_key(result: dict) -> tuple:
-    """The settings a softmax run must share to be this run's baseline: all but the loss's own."""
-    return tuple((key, str(result.get(key))) for key in sorted(_settings(result))
-                 if key not in BY_NAME or BY_NAME[key].group != "loss")
+    """The settings a softmax run must share to be this run's baseline: all but the loss's own. A
+    setting a method does not take (None) counts as its generic default, e.g. smooth_topk's label
+    smoothing as softmax's 0."""
+    def value(key: str) -> str:
+        found = result.get(key)
+        return str(BY_NAME[key].default if found is None and key in BY_NAME else found)
+
+    shared = {key for key, option in BY_NAME.items() if option.group != "loss"}
+    keys = shared | {key for key in _settings(result) if key not in BY_NAME}
+    return tuple((key, value(key)) for key in sorted(keys))
 
 
 def _percent(values: list[float]) -> str:
