@@ -97,3 +97,9 @@ def test_which_methods_an_option_applies_to():
 ])
 def test_library_messages_name_the_flags(message, expected):
     assert with_flags(message) == expected
+
+
+def test_a_sweep_file_writes_none_as_a_string():
+    assert check_value("m", "none") is None and check_value("m", "None") is None
+    with pytest.raises(TypeError, match="epochs must be of type int"):
+        check_value("epochs", "none")

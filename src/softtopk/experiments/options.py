@@ -162,9 +162,12 @@ def options_for(protocol: str) -> tuple[Option, ...]:
 
 
 def check_value(name: str, value: object, label: str | None = None) -> object:
-    """`value` checked for option `name` (ints accepted for floats, lists stored as tuples); raises
-    TypeError or ValueError naming the option as `label` (default: its name)."""
+    """`value` checked for option `name` (ints accepted for floats, lists stored as tuples, the string
+    'none' as None for nullable options, since TOML has no null); raises TypeError or ValueError
+    naming the option as `label` (default: its name)."""
     option = BY_NAME[name]
+    if option.nullable and isinstance(value, str) and value.lower() == "none":
+        value = None
     problem = option.problem(value)
     if problem:
         error = TypeError if problem.startswith(("must be of type", "must be a number", "must be a list")) \

@@ -18,7 +18,8 @@ The runs of a block are the product of its axes; the sweep is the blocks' runs i
 grid of the first seed first (so a sweep stopped early has complete comparisons). Keys are
 the options' names (the command line's long options with `_` for `-`); what a run leaves out takes
 the defaults of `softtopk COMMAND --help`. A method setting (inverse_temperature, m, distribution,
-art_lambda, top1_mode, tau, alpha) applies only to the methods that use it.
+art_lambda, top1_mode, tau, alpha) applies only to the methods that use it. TOML has no null: write
+`m = "none"` (any option that takes none) for the command line's `--top-m none`.
 """
 
 from __future__ import annotations
