@@ -143,13 +143,15 @@ def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
             passed = (top[:, : m - 1] == classes).cumsum(dim=1)
             others = top.gather(1, passed + _constant(tuple(range(m - 1)), top, torch.long))
             kept = torch.cat([classes, others], dim=1)
-        else:
+        elif j == 1:  # the target first (+inf), then the m - 1 highest others
             key = F.pad(logits, (0, pad), value=-torch.inf) if pad else logits.clone()
-            if j == 1:  # the target first (+inf), then the m - 1 highest others
-                kept = _top_indices(key.scatter_(1, classes, torch.inf), m, logits.shape[1])
-            else:  # several targets: their order is kept
-                others = _top_indices(key.scatter_(1, classes, -torch.inf), m - j, logits.shape[1])
-                kept = torch.cat([classes, others], dim=1)
+            kept = _top_indices(key.scatter_(1, classes, torch.inf), m, logits.shape[1])
+        else:  # several targets, in their order: the first m - j others among the top m
+            key = F.pad(logits, (0, pad), value=-torch.inf) if pad else logits
+            top = _top_indices(key, m, logits.shape[1])
+            is_target = (top[:, :, None] == classes[:, None, :]).any(-1)
+            others = top.gather(1, is_target.to(torch.uint8).argsort(dim=1, stable=True)[:, : m - j])
+            kept = torch.cat([classes, others], dim=1)
     return logits.gather(1, kept)
 
 

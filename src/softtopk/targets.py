@@ -76,27 +76,28 @@ def index_targets(target: Tensor, classes: int, weight: Tensor | None, ignore_in
 def _padded_classes(key: Tensor, count: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
     """The J = max(count) classes of each row with the largest `key` (its `count` target classes,
     whose keys are positive), padded with the highest-scoring other classes.  -> [M, J], [M, J] bool"""
-    j = int(count.max()) if count.numel() else 0
-    j = max(j, 1)
+    j = max(int(count.max()) if count.numel() else 0, 1)
     targets = key.topk(j, dim=1).indices
-    others = logits.masked_fill(key > 0, -torch.inf).topk(min(j, logits.shape[1]), dim=1).indices
     position = torch.arange(j, device=key.device)
     selected = position < count[:, None]
+    if bool(selected.all()):  # no row needs padding (as in mixup, with two classes in every row)
+        return targets, selected
+    others = logits.masked_fill(key > 0, -torch.inf).topk(min(j, logits.shape[1]), dim=1).indices
     filler = others.gather(1, (position - count[:, None]).clamp(0, others.shape[1] - 1))
     return torch.where(selected, targets, filler), selected
 
 
 def probability_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -> Targets:
     """Class probabilities `[M, C]`: non-negative rows that sum to 1."""
-    if not torch.isfinite(target).all() or (target < 0).any():
-        raise ValueError("target probabilities must be finite and non-negative")
     sums = target.sum(1)
+    if not (bool(torch.isfinite(sums).all()) and target.amin() >= 0):  # a NaN or inf reaches its row's sum
+        raise ValueError("target probabilities must be finite and non-negative")
     if ((sums - 1).abs() > PROBABILITY_TOLERANCE).any():
         worst = float(sums[(sums - 1).abs().argmax()])
         raise ValueError(f"target probabilities must sum to 1 in every row (within {PROBABILITY_TOLERANCE}), "
                          f"got a row summing to {worst:.6g}")
     q = target.to(logits.dtype)
-    classes, selected = _padded_classes(q, (q > 0).sum(1), logits)
+    classes, selected = _padded_classes(q, torch.count_nonzero(q, dim=1), logits)
     weights = q.gather(1, classes) * _class_weight(weight, classes, logits.dtype)
     return Targets(classes, weights, ~selected, torch.zeros_like(sums, dtype=torch.bool))
 
