@@ -216,14 +216,17 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
         # A masked target has no finite term: it gets +inf below, with zero gradient.
         loss = -torch.cat(terms, dim=-1).masked_fill(masked[..., None], 0.0).logsumexp(-1)
     else:
-        scale = 1 - 2 * cfg.eps  # p (1 - 2 eps) + eps, the scale folded into the weights
+        # p (1 - 2 eps) + eps in one product: the scale folded into the weights, eps its bias
+        scale = 1 - 2 * cfg.eps
         if ranks is None:
-            p = torch.zeros_like(target_logits)
+            p = torch.full_like(target_logits, cfg.eps)
         else:
-            p = ranks @ _constant(tuple(w * scale for w in cfg.rank_weights), ranks)
+            weights = _constant(tuple(w * scale for w in cfg.rank_weights), ranks)
+            p = torch.baddbmm(_constant((cfg.eps,), ranks), ranks,
+                              weights[:, None].expand(ranks.shape[0], -1, 1)).squeeze(-1)
         if cfg.top1_mode == "sm":
             p = torch.add(p, log_softmax.exp(), alpha=p1 * scale)
-        loss = -torch.log(p + cfg.eps)
+        loss = -torch.log(p)
     if cfg.top1_mode == "smce":
         loss = p1 * -log_softmax + (1 - p1) * loss
     return loss.masked_fill(masked, torch.inf)
