@@ -12,6 +12,7 @@ from softtopk.experiments import sweep
 from softtopk.experiments.cli import main
 from softtopk.experiments.splits import Splits
 from softtopk.experiments.sweep import load_sweep, sweep_configs
+from softtopk.relax import METHODS
 
 GRID = """
 command = "finetune"
@@ -157,6 +158,19 @@ def test_shipped_grids_are_the_papers():
     assert (paper.epochs, paper.batch_size, paper.lr, paper.val_size, paper.eval_every) == (20, 500, 10**-4.5,
                                                                                             None, 100)
     assert load_sweep("cifar100", data_dir="/data/c100").data == {"name": "cifar100", "folder": "/data/c100"}
+
+
+def test_results_grids_cover_every_relaxation():
+    """docs/results.md runs 'methods' and 'engines' on each data set: every relaxation but odd_even
+    (the paper's networks are bitonic and splitter selection), each with both P_K, over three seeds."""
+    runs = [config for name in ("methods", "engines")
+            for config in sweep_configs(load_sweep(name, data="languages"), _paper_sized("finetune"))[0]]
+    assert {run.method for run in runs} == {"softmax", "smooth_topk"} | set(METHODS) - {"odd_even"}
+    for method in set(METHODS) - {"odd_even"}:
+        settings = {(run.seed, run.p_k) for run in runs if run.method == method}
+        assert settings == {(seed, p_k) for seed in (0, 1, 2)
+                            for p_k in ((0.5, 0, 0, 0, 0.5), (0, 0, 0, 0, 1))}, method
+    assert {run.m for run in runs if run.method in ("ot_topk", "lapsum")} == {16, None}
 
 
 def test_grid_axes_seeds_and_overrides():
