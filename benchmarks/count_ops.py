@@ -1,0 +1,103 @@
+"""The aten ops one forward+backward of the sorting-network losses dispatches on the torch and the
+Triton backends, at the paper's three settings: the README's GPU table, countable on a CPU.
+
+    python benchmarks/count_ops.py
+
+Triton runs under its interpreter (`TRITON_INTERPRET=1`, set here); a kernel launch counts as one op,
+the interpreter's own copies of the launch's arguments left out. Views are excluded, as in
+`bench_losses.py`. On CUDA a few ops differ: the CPU's range check of the targets and its check for
+masked (-inf) logits read a value back, where CUDA enqueues an assertion and always masks.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
+
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from bench_losses import SETTINGS  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+import softtopk  # noqa: E402
+from softtopk.relax import network_triton  # noqa: E402
+
+
+class _Count(TorchDispatchMode):
+    """Counts the non-view aten ops, except those dispatched while a kernel launch runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+        self.launching = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and not self.launching:
+            self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+_active: list[_Count] = []
+
+
+class _CountedKernel:
+    """A Triton kernel whose launch counts as one op of the active `_Count`."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        launch = self.kernel[grid]
+
+        def counted(*args, **kwargs):
+            if not _active:
+                return launch(*args, **kwargs)
+            count = _active[-1]
+            count.ops, count.launching = count.ops + 1, True
+            try:
+                return launch(*args, **kwargs)
+            finally:
+                count.launching = False
+
+        return counted
+
+
+def count_ops(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> int:
+    """Aten ops of one forward+backward of `loss_fn(logits, target)`, after a first, uncounted one
+    (which builds the caches)."""
+    loss_fn(logits, target).backward()
+    with _Count() as count:
+        _active.append(count)
+        try:
+            loss_fn(logits, target).backward()
+        finally:
+            _active.pop()
+    return count.ops
+
+
+def main() -> None:
+    network_triton._forward_kernel = _CountedKernel(network_triton._forward_kernel)
+    network_triton._backward_kernel = _CountedKernel(network_triton._backward_kernel)
+    torch.manual_seed(0)
+    print("| setting | cross-entropy | bitonic, torch | bitonic, Triton | splitter, torch | "
+          "splitter, Triton |")
+    print("|---|---|---|---|---|---|")
+    for setting, batch, classes, m, p_k in SETTINGS:
+        logits = torch.randn(batch, classes, requires_grad=True)
+        target = torch.randint(0, classes, (batch,))
+        row = [count_ops(F.cross_entropy, logits, target)]
+        for method in ("bitonic", "splitter_selection"):
+            loss_fn = softtopk.TopKCrossEntropyLoss(p_k, method, m=m, distribution="logistic_phi")
+            for choice in ("torch", "triton"):
+                os.environ["SOFTTOPK_BACKEND"] = choice
+                row.append(count_ops(loss_fn, logits, target))
+        where = f"m {m}" if m else "all classes"
+        print(f"| {setting} (B {batch}, C {classes}, {where}) | " + " | ".join(map(str, row)) + " |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
