@@ -24,6 +24,7 @@ SOFTMAX = {"method": "softmax", "p_k": (1.0, 0, 0, 0, 0), "label_smoothing": 0.0
 def test_the_methods_are_the_librarys_and_two_more():
     assert METHODS == ("softmax", *softtopk.METHODS, "smooth_topk")
     assert display_name("bitonic") == "Bitonic DSN" and display_name("a_new_one") == "a_new_one"
+    assert [display_name(m) for m in ("lapsum", "ot_topk", "softmax")] == ["LapSum", "OT top-k", "Softmax"]
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])

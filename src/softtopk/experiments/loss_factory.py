@@ -13,12 +13,12 @@ from torch import nn
 
 import softtopk
 from softtopk.networks import KINDS
+from softtopk.relax import RELAXATIONS
 
 METHODS = ("softmax", *softtopk.METHODS, "smooth_topk")
 NETWORK_METHODS = KINDS  # the sorting networks, whose comparators take distribution and art_lambda
-_DISPLAY_NAMES = {"softmax": "Softmax", "bitonic": "Bitonic DSN", "splitter_selection": "Splitter sel. DSN",
-                  "odd_even": "Odd-even DSN", "neuralsort": "NeuralSort", "softsort": "SoftSort",
-                  "sinkhorn": "SinkhornSort", "smooth_topk": "Smooth top-k SVM"}
+_DISPLAY_NAMES = {"softmax": "Softmax", "smooth_topk": "Smooth top-k SVM",
+                  **{name: relaxation.title for name, relaxation in RELAXATIONS.items()}}
 
 
 def display_name(method: str) -> str:
