@@ -1,5 +1,5 @@
 """Forward + backward time of the top-k losses at the paper's three settings, as a ratio to
-`F.cross_entropy` on the same batch (timed alternately with it) and to the original `difftopk`
+`F.cross_entropy` on the same batch (the medians of calls alternating with it) and to the original `difftopk`
 (when it is importable), with the aten ops and the peak memory one call dispatches.
 
     python benchmarks/bench_losses.py [--threads 2] [--device cpu] [--exact] [--compile]
