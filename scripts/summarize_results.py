@@ -25,6 +25,8 @@ SETTINGS = ("method", "p_k", "m", "inverse_temperature")  # what tells the rows 
 
 def _label(result: dict) -> str:
     extra = [f"{key} {result[key]}" for key in SETTINGS[2:] if result.get(key) is not None]
+    if result.get("inverse_temperature") is not None and result.get("m") is None:  # a relaxation
+        extra.insert(0, "all classes")
     return f"{result['method']} {result['p_k']}" + (f" ({', '.join(extra)})" if extra else "")
 
 
