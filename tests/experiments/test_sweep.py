@@ -171,6 +171,10 @@ def test_results_grids_cover_every_relaxation():
         assert settings == {(seed, p_k) for seed in (0, 1, 2)
                             for p_k in ((0.5, 0, 0, 0, 0.5), (0, 0, 0, 0, 1))}, method
     assert {run.m for run in runs if run.method in ("ot_topk", "lapsum")} == {16, None}
+    temperatures = load_sweep("engine_temperatures", data="languages").runs
+    assert sorted((run["method"], run["inverse_temperature"]) for run in temperatures) == [
+        ("lapsum", 0.25), ("lapsum", 1.0), ("lapsum", 4.0), ("ot_topk", 10.0), ("ot_topk", 100.0),
+        ("ot_topk", 1000.0), ("sinkhorn", 1.0), ("sinkhorn", 10.0), ("sinkhorn", 100.0)]
 
 
 def test_grid_axes_seeds_and_overrides():
