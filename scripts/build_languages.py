@@ -22,7 +22,6 @@ in each: that is the set's irreducible ambiguity. Writes, byte-identically on ev
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
@@ -34,7 +33,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
-from _shipping import write_files
+from _shipping import main_on_debs, write_files
 
 WORDS_PER_LANGUAGE = 500
 MIN_LENGTH, MAX_LENGTH = 3, 24
@@ -146,17 +145,8 @@ def write_outputs(download_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("download_dir", nargs="?", type=Path,
-                        help="folder holding the packages' .deb files (default: download them)")
-    args = parser.parse_args(argv)
-    if args.download_dir is not None:
-        write_outputs(args.download_dir)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        packages = sorted({package for _, package, _ in LANGUAGES.values()})
-        subprocess.run(["apt-get", "download", *packages], cwd=tmp, check=True)
-        write_outputs(Path(tmp))
+    packages = {package for _, package, _ in LANGUAGES.values()}
+    main_on_debs(__doc__.splitlines()[0], packages, write_outputs, argv)
 
 
 if __name__ == "__main__":

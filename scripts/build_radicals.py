@@ -28,7 +28,6 @@ with 16 grey levels (value // 17, two pixels a byte). Writes, byte-identically o
 
 from __future__ import annotations
 
-import argparse
 import bz2
 import collections
 import io
@@ -41,7 +40,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from _shipping import write_files
+from _shipping import main_on_debs, write_files
 
 MIN_MEMBERS = 25
 MAX_MEMBERS = 120
@@ -150,16 +149,7 @@ def write_outputs(download_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("download_dir", nargs="?", type=Path,
-                        help="folder holding the packages' .deb files (default: download them)")
-    args = parser.parse_args(argv)
-    if args.download_dir is not None:
-        write_outputs(args.download_dir)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", *PACKAGES], cwd=tmp, check=True)
-        write_outputs(Path(tmp))
+    main_on_debs(__doc__.splitlines()[0], PACKAGES, write_outputs, argv)
 
 
 if __name__ == "__main__":
