@@ -6,6 +6,7 @@ import collections
 import gzip
 import io
 
+import linear_probe
 import numpy as np
 import pytest
 import torch
@@ -24,21 +25,8 @@ def tfidf(tmp_path_factory):
 
 
 def probe_accuracy(splits, epochs: int, lr: float) -> tuple[float, float]:
-    """Test top-1 and top-5 accuracy of a softmax linear probe trained with Adam, batch 500."""
-    torch.manual_seed(0)
-    probe = torch.nn.Linear(splits.train_x.shape[1], splits.num_classes)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
-    for _ in range(epochs):
-        for i in range(0, len(splits.train_x), 500):
-            loss = torch.nn.functional.cross_entropy(probe(splits.train_x[i:i + 500]),
-                                                     splits.train_y[i:i + 500])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        top5 = probe(splits.test_x).topk(5, dim=1).indices
-    return ((top5[:, 0] == splits.test_y).float().mean().item(),
-            (top5 == splits.test_y[:, None]).any(1).float().mean().item())
+    return linear_probe.probe_accuracy(splits.train_x, splits.train_y, splits.test_x, splits.test_y,
+                                       splits.num_classes, epochs, lr)
 
 
 def test_shipped_table_has_the_documented_classes():

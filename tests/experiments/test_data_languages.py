@@ -9,6 +9,7 @@ from importlib import resources
 
 import pytest
 import torch
+from linear_probe import probe_accuracy
 
 from softtopk.experiments import languages, text_sets
 from softtopk.experiments.languages import CLASS_NAMES, LANGUAGE_NAMES, load_languages, read_languages_table
@@ -48,20 +49,8 @@ def test_load_features_split_and_cache(tmp_path, monkeypatch):
     assert torch.bincount(splits.test_y, minlength=66).tolist() == [100] * 66
     assert torch.allclose(splits.train_x.norm(dim=1), torch.tensor(1.0), atol=1e-5)
     # learnable: a three-epoch softmax probe is far above chance (1/66), and top-5 well above top-1
-    torch.manual_seed(0)
-    probe = torch.nn.Linear(32, 66)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=3e-2)
-    for _ in range(3):
-        for i in range(0, 26_400, 500):
-            loss = torch.nn.functional.cross_entropy(probe(splits.train_x[i:i + 500]),
-                                                     splits.train_y[i:i + 500])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        top5 = probe(splits.test_x).topk(5, dim=1).indices
-    top1_accuracy = (top5[:, 0] == splits.test_y).float().mean()
-    top5_accuracy = (top5 == splits.test_y[:, None]).any(1).float().mean()
+    top1_accuracy, top5_accuracy = probe_accuracy(splits.train_x, splits.train_y, splits.test_x,
+                                                  splits.test_y, 66, epochs=3, lr=3e-2)
     assert top1_accuracy > 0.3 and top5_accuracy > top1_accuracy + 0.15
 
     monkeypatch.setattr(languages, "_build", lambda *args: pytest.fail("cache miss"))
