@@ -5,8 +5,9 @@ Triton backends, at the paper's three settings: the README's GPU table, countabl
 
 Triton runs under its interpreter (`TRITON_INTERPRET=1`, set here); a kernel launch counts as one op,
 the interpreter's own copies of the launch's arguments left out. Views are excluded, as in
-`bench_losses.py`. On CUDA a few ops differ: the CPU's range check of the targets and its check for
-masked (-inf) logits read a value back, where CUDA enqueues an assertion and always masks.
+`bench_losses.py`. On CUDA a few ops differ: the CPU's range check of the targets, its padded topk
+and its check for masked (-inf) logits are CPU-only (CUDA leaves the range to the indexing ops'
+assertions and always takes the masked path).
 """
 
 from __future__ import annotations
