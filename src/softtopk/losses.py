@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,14 @@ import torch.nn.functional as F
 from ._checks import check_choice
 from ._conventions import check_ignore_index, check_reduction, check_weight, flatten, reduce
 from .ranking import METHODS, check_relaxation, compute_dtype, relaxation
-from .targets import Targets, index_targets, multilabel_targets, probability_targets
+from .targets import (
+    Targets,
+    check_probabilities,
+    checked_indices,
+    index_targets,
+    multilabel_targets,
+    probability_targets,
+)
 
 Tensor = torch.Tensor
 
@@ -45,6 +53,20 @@ class _Config:
     item_ranks: Callable[..., Tensor] | None
     eps: float = DEFAULT_EPS
     label_smoothing: float = 0.0
+
+    @cached_property
+    def ranked(self) -> bool:
+        """Whether any rank term needs the relaxation."""
+        return any(self.rank_weights)
+
+    @cached_property
+    def log_rank_weights(self) -> tuple[float, ...]:
+        return tuple(math.log(w) if w > 0 else -math.inf for w in self.rank_weights)
+
+    @cached_property
+    def scaled_rank_weights(self) -> tuple[float, ...]:
+        """The weights times 1 - 2 eps: p (1 - 2 eps) + eps in one product, eps its bias."""
+        return tuple(w * (1 - 2 * self.eps) for w in self.rank_weights)
 
 
 def _check_p_k(p_k: Sequence[float] | Tensor) -> tuple[float, ...]:
@@ -207,21 +229,19 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
     if cfg.top1_mode == "smce" and p1 >= 1:
         return -log_softmax
     log_space = cfg.eps == 0
-    ranks = cfg.item_ranks(scores.contiguous(), label, k, log=log_space) if any(cfg.rank_weights) else None
+    ranks = cfg.item_ranks(scores.contiguous(), label, k, log=log_space) if cfg.ranked else None
     if log_space:
-        log_weights = tuple(math.log(w) if w > 0 else -math.inf for w in cfg.rank_weights)
-        terms = [] if ranks is None else [ranks + _constant(log_weights, ranks)]
+        terms = [] if ranks is None else [ranks + _constant(cfg.log_rank_weights, ranks)]
         if cfg.top1_mode == "sm" and p1 > 0:
             terms.append(log_softmax[..., None] + math.log(p1))
         # A masked target has no finite term: it gets +inf below, with zero gradient.
         loss = -torch.cat(terms, dim=-1).masked_fill(masked[..., None], 0.0).logsumexp(-1)
     else:
-        # p (1 - 2 eps) + eps in one product: the scale folded into the weights, eps its bias
         scale = 1 - 2 * cfg.eps
         if ranks is None:
             p = torch.full_like(target_logits, cfg.eps)
         else:
-            weights = _constant(tuple(w * scale for w in cfg.rank_weights), ranks)
+            weights = _constant(cfg.scaled_rank_weights, ranks)
             p = torch.baddbmm(_constant((cfg.eps,), ranks), ranks,
                               weights[:, None].expand(ranks.shape[0], -1, 1)).squeeze(-1)
         if cfg.top1_mode == "sm":
@@ -241,13 +261,12 @@ def _smoothing_term(logits: Tensor, weight: Tensor | None) -> Tensor:
     return (scores.logsumexp(1) * w.sum() - scores @ w) / scores.shape[1]
 
 
-def _targets(logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int) -> Targets:
-    dtype = compute_dtype(logits.dtype)
+def _targets(scores: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int) -> Targets:
     if target.dtype == torch.bool:
-        return multilabel_targets(target, logits.to(dtype), weight)
+        return multilabel_targets(target, scores, weight)
     if target.is_floating_point():
-        return probability_targets(target, logits.to(dtype), weight)
-    return index_targets(target, logits.shape[1], weight, ignore_index, dtype)
+        return probability_targets(target, scores, weight)
+    return index_targets(target, scores.shape[1], weight, ignore_index, scores.dtype)
 
 
 def topk_loss(
@@ -258,16 +277,21 @@ def topk_loss(
     check_ignore_index(ignore_index)
     logits, flat_target, shape = flatten(input, target)
     check_weight(weight, logits.shape[1])
-    t = _targets(logits, flat_target, weight, ignore_index)
-    if cfg.method == "softmax" and target.dtype != torch.bool:
+    if cfg.method == "softmax" and target.dtype != torch.bool:  # validated as for the relaxations
+        if target.is_floating_point():
+            check_probabilities(flat_target)
+        else:
+            checked_indices(flat_target, logits.shape[1], ignore_index)
         return F.cross_entropy(input, target if target.is_floating_point() else target.long(), weight=weight,
                                ignore_index=ignore_index, reduction=reduction,
                                label_smoothing=cfg.label_smoothing)
+    scores = logits.to(compute_dtype(logits.dtype))
+    t = _targets(scores, flat_target, weight, ignore_index)
     with torch.autocast(logits.device.type, enabled=False):  # the relaxation runs in float32 or float64
-        losses = class_losses(logits, t.classes, cfg)
+        losses = class_losses(scores, t.classes, cfg)
         rows = t.rows(losses)
         if cfg.label_smoothing > 0:
-            smooth = t.smoothing(_smoothing_term(logits, weight))
+            smooth = t.smoothing(_smoothing_term(scores, weight))
             rows = (1 - cfg.label_smoothing) * rows + cfg.label_smoothing * smooth
     return reduce(rows, reduction, shape, t.count)
 

@@ -29,21 +29,21 @@ PROBABILITY_TOLERANCE = 1e-4  # rows of probability targets must sum to 1 within
 @dataclass(frozen=True)
 class Targets:
     """Per row the classes `[M, J]` whose losses it needs. `weights [M, J]` weighs each loss (0 for
-    padding; None: 1 for every class that is not `dropped [M, J]`); `ignored [M]` marks rows that
-    count for nothing (skipped in the label-smoothing term too); `mean_weight [M]` is each row's share
-    of the 'mean' denominator (None: 1 for every row that is not ignored)."""
+    padding; None: 1 in every row that is not ignored); `ignored [M]` marks rows that count for
+    nothing (skipped in the label-smoothing term too); `mean_weight [M]` is each row's share of the
+    'mean' denominator (None: 1 for every row that is not ignored)."""
 
     classes: Tensor
     weights: Tensor | None
-    dropped: Tensor
     ignored: Tensor
     mean_weight: Tensor | None = None
 
     def rows(self, losses: Tensor) -> Tensor:
-        """The weighted losses `[M, J]` summed per row `[M]`. Dropped entries are selected away, not
-        multiplied by 0, so an infinite loss there leaves no NaN in the value or the gradient."""
+        """The weighted losses `[M, J]` summed per row `[M]`. Entries that count for nothing are
+        selected away, not multiplied by 0, so an infinite loss there leaves no NaN in the value or
+        the gradient."""
         if self.weights is None:
-            kept = losses.masked_fill(self.dropped, 0.0)
+            kept = losses.masked_fill(self.ignored[:, None], 0.0)
         else:
             kept = torch.where(self.weights > 0, self.weights * losses, 0.0)
         return kept.squeeze(1) if kept.shape[1] == 1 else kept.sum(1)
@@ -59,18 +59,25 @@ class Targets:
         return self.mean_weight.sum()
 
 
-def index_targets(target: Tensor, classes: int, weight: Tensor | None, ignore_index: int,
-                  dtype: torch.dtype) -> Targets:
-    """Class indices `[M]` (or `ignore_index`)."""
+def checked_indices(target: Tensor, classes: int, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """(rows equal to `ignore_index` `[M]`, the targets with those replaced by 0 `[M, 1]`), after a
+    check of their range: on the CPU and under compile; elsewhere the indexing ops of the loss assert
+    it on the device, as cross_entropy's do."""
     ignored = target == ignore_index
     safe = target.masked_fill(ignored, 0)[:, None]
     if target.device.type == "cpu" or torch.compiler.is_compiling():
-        # Elsewhere the indexing ops of the loss assert the range on the device, as cross_entropy's do.
         check_target_range(safe, classes, ignore_index)
+    return ignored, safe
+
+
+def index_targets(target: Tensor, classes: int, weight: Tensor | None, ignore_index: int,
+                  dtype: torch.dtype) -> Targets:
+    """Class indices `[M]` (or `ignore_index`)."""
+    ignored, safe = checked_indices(target, classes, ignore_index)
     if weight is None:
-        return Targets(safe, None, ignored[:, None], ignored)
+        return Targets(safe, None, ignored)
     row = weight.to(dtype)[safe[:, 0]].masked_fill(ignored, 0.0)
-    return Targets(safe, row[:, None], ignored[:, None], ignored, row)
+    return Targets(safe, row[:, None], ignored, row)
 
 
 def _padded_classes(key: Tensor, count: Tensor, logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -87,19 +94,26 @@ def _padded_classes(key: Tensor, count: Tensor, logits: Tensor) -> tuple[Tensor,
     return torch.where(selected, targets, filler), selected
 
 
+def check_probabilities(target: Tensor) -> Tensor:
+    """Raise ValueError unless the rows of `target [M, C]` are finite, non-negative and sum to 1
+    (one read back from the device); returns the row sums `[M]`."""
+    sums = target.sum(1)
+    off = (sums - 1).abs()  # NaN where a NaN or inf reaches its row's sum
+    if bool(((target.amin(1) < 0) | ~(off <= PROBABILITY_TOLERANCE)).any()):
+        if not (bool(torch.isfinite(sums).all()) and target.amin() >= 0):
+            raise ValueError("target probabilities must be finite and non-negative")
+        raise ValueError(f"target probabilities must sum to 1 in every row (within {PROBABILITY_TOLERANCE}), "
+                         f"got a row summing to {float(sums[off.argmax()]):.6g}")
+    return sums
+
+
 def probability_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -> Targets:
     """Class probabilities `[M, C]`: non-negative rows that sum to 1."""
-    sums = target.sum(1)
-    if not (bool(torch.isfinite(sums).all()) and target.amin() >= 0):  # a NaN or inf reaches its row's sum
-        raise ValueError("target probabilities must be finite and non-negative")
-    if ((sums - 1).abs() > PROBABILITY_TOLERANCE).any():
-        worst = float(sums[(sums - 1).abs().argmax()])
-        raise ValueError(f"target probabilities must sum to 1 in every row (within {PROBABILITY_TOLERANCE}), "
-                         f"got a row summing to {worst:.6g}")
+    sums = check_probabilities(target)
     q = target.to(logits.dtype)
-    classes, selected = _padded_classes(q, torch.count_nonzero(q, dim=1), logits)
+    classes, _ = _padded_classes(q, torch.count_nonzero(q, dim=1), logits)
     weights = q.gather(1, classes) * _class_weight(weight, classes, logits.dtype)
-    return Targets(classes, weights, ~selected, torch.zeros_like(sums, dtype=torch.bool))
+    return Targets(classes, weights, torch.zeros_like(sums, dtype=torch.bool))
 
 
 def multilabel_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -> Targets:
@@ -111,7 +125,7 @@ def multilabel_targets(target: Tensor, logits: Tensor, weight: Tensor | None) ->
     dtype = logits.dtype
     share = selected.to(dtype) / count.clamp_min(1).to(dtype)[:, None]
     weights = share * _class_weight(weight, classes, dtype)
-    return Targets(classes, weights, ~selected, count == 0, weights.sum(1))
+    return Targets(classes, weights, count == 0, weights.sum(1))
 
 
 def _class_weight(weight: Tensor | None, classes: Tensor, dtype: torch.dtype) -> Tensor | float:
