@@ -18,25 +18,24 @@ import json
 import statistics
 from pathlib import Path
 
-from softtopk.experiments.report import METRICS, SOFTMAX, paired_difference
-
-SETTINGS = ("method", "p_k", "m", "inverse_temperature")  # what tells the rows apart
+from softtopk.experiments.report import METRICS, SOFTMAX, metric_difference, setting_groups, shown_settings
 
 
-def _label(result: dict) -> str:
-    extra = [f"{key} {result[key]}" for key in SETTINGS[2:] if result.get(key) is not None]
+def _label(result: dict, shown: list[str]) -> str:
+    extra = [f"{key} {result.get(key)}" for key in shown[2:] if result.get(key) is not None]
     if result.get("inverse_temperature") is not None and result.get("m") is None:  # a relaxation
         extra.insert(0, "all classes")
     return f"{result['method']} {result['p_k']}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _cell(runs: list[dict], softmax: list[dict]) -> str:
-    if runs[0]["method"] == SOFTMAX:
-        return " / ".join(f"{100 * statistics.fmean(r[m] for r in runs):.2f}" for m in METRICS)
+def _cell(group: list[dict], baseline: list[dict] | None) -> str:
+    if group[0]["method"] == SOFTMAX:
+        return " / ".join(f"{100 * statistics.fmean(r[m] for r in group):.2f}" for m in METRICS)
+    if baseline is None:
+        return "–"
     parts = []
     for metric in METRICS:
-        diffs, significant = paired_difference({r["seed"]: r[metric] for r in runs},
-                                               {r["seed"]: r[metric] for r in softmax})
+        diffs, significant = metric_difference(group, baseline, metric)
         if not diffs:
             return "–"
         parts.append(f"{100 * statistics.fmean(diffs):+.2f}{'' if significant else '~'}")
@@ -45,20 +44,16 @@ def _cell(runs: list[dict], softmax: list[dict]) -> str:
 
 def summarize(folders: list[Path]) -> str:
     """The Markdown table: a row per setting, a column per folder's data set."""
-    columns, rows = [], {}
-    for folder in folders:
-        name = json.loads((folder / "sweep.json").read_text())["data"]["name"]
-        results = json.loads((folder / "results.json").read_text())
-        columns.append(name)
-        softmax = [r for r in results if r["method"] == SOFTMAX]
-        groups: dict[str, list[dict]] = {}
-        for r in results:
-            groups.setdefault(_label(r), []).append(r)
-        for label, runs in groups.items():
-            rows.setdefault(label, {})[name] = _cell(runs, softmax)
-    lines = ["| setting | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    sweeps = {json.loads((folder / "sweep.json").read_text())["data"]["name"]:
+              json.loads((folder / "results.json").read_text()) for folder in folders}
+    shown = list(dict.fromkeys(key for results in sweeps.values() for key in shown_settings(results)))
+    rows: dict[str, dict[str, str]] = {}
+    for name, results in sweeps.items():
+        for group, baseline in setting_groups(results):
+            rows.setdefault(_label(group[0], shown), {})[name] = _cell(group, baseline)
+    lines = ["| setting | " + " | ".join(sweeps) + " |", "|---|" + "---|" * len(sweeps)]
     for label, cells in rows.items():
-        lines.append(f"| {label} | " + " | ".join(cells.get(c, "") for c in columns) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells.get(c, "") for c in sweeps) + " |")
     return "\n".join(lines)
 
 

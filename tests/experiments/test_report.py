@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from softtopk.experiments.report import legend, markdown_table, paired_difference, plot_bars, plot_curves
+from softtopk.experiments.report import (
+    legend,
+    markdown_table,
+    metric_difference,
+    paired_difference,
+    plot_bars,
+    plot_curves,
+    setting_groups,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -64,3 +72,14 @@ def test_plots_are_pngs_with_error_bars_over_seeds(tmp_path):
                "Bitonic [.5]": [{"top1": 0.4, "top5": 0.7}]}, tmp_path / "bars.png")
     for name in ("curves.png", "bars.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
+
+
+def test_each_setting_is_paired_with_the_softmax_of_its_other_settings():
+    plain = _runs("Softmax", "[1]", (0.60, 0.62), (0.8, 0.8), label_smoothing=0.0)
+    smoothed = _runs("Softmax", "[1]", (0.70, 0.72), (0.9, 0.9), label_smoothing=0.1)
+    bitonic = _runs("Bitonic DSN", "[.5]", (0.71, 0.73), (0.9, 0.9), label_smoothing=0.1)
+    groups = setting_groups(plain + smoothed + bitonic)
+    assert [(len(group), baseline) for group, baseline in groups[:2]] == [(2, None), (2, None)]
+    assert groups[2] == (bitonic, smoothed)
+    diffs, _ = metric_difference(bitonic, smoothed, "top1")
+    assert diffs == pytest.approx([0.01, 0.01])

@@ -85,6 +85,33 @@ def _difference_cell(diffs: list[float], significant: bool | None) -> str:
     return text if significant else f"{text} (noise)"
 
 
+def shown_settings(results: Sequence[dict]) -> list[str]:
+    """'method', 'p_k' and each other setting that takes more than one value within one method's runs."""
+    settings = list(dict.fromkeys(key for r in results for key in _settings(r)))
+    return ["method", "p_k"] + [key for key in settings if key not in ("method", "p_k") and len(
+        {(r["method"], str(r.get(key))) for r in results}) > len({r["method"] for r in results})]
+
+
+def setting_groups(results: Sequence[dict]) -> list[tuple[list[dict], list[dict] | None]]:
+    """The runs of each distinct setting (everything but the seed and the results), each with the
+    softmax runs of the same other settings, its baseline (None for softmax itself, or where there
+    is none)."""
+    settings = list(dict.fromkeys(key for r in results for key in _settings(r)))
+    groups: dict[tuple, list[dict]] = {}
+    for result in results:
+        groups.setdefault(tuple(str(result.get(key)) for key in settings), []).append(result)
+    baselines = {_baseline_key(group[0]): group for group in groups.values() if group[0]["method"] == SOFTMAX}
+    return [(group, None if group[0]["method"] == SOFTMAX else baselines.get(_baseline_key(group[0])))
+            for group in groups.values()]
+
+
+def metric_difference(group: list[dict], baseline: list[dict],
+                      metric: str) -> tuple[list[float], bool | None]:
+    """`paired_difference` of one metric between a setting's runs and its baseline's, by seed."""
+    return paired_difference({r["seed"]: r[metric] for r in group if r.get(metric) is not None},
+                             {r["seed"]: r[metric] for r in baseline if r.get(metric) is not None})
+
+
 def markdown_table(results: Sequence[dict]) -> str:
     """The paper-style table: one row per distinct setting, test accuracies in percent over its
     seeds, and the paired difference to the softmax row of the same other settings (where there is
@@ -96,33 +123,22 @@ def markdown_table(results: Sequence[dict]) -> str:
     """
     if not results:
         raise ValueError("results must hold at least one run")
-    settings = list(dict.fromkeys(key for r in results for key in _settings(r)))
-    shown = ["method", "p_k"] + [key for key in settings if key not in ("method", "p_k") and len(
-        {(r["method"], str(r.get(key))) for r in results}) > len({r["method"] for r in results})]
-    groups: dict[tuple, list[dict]] = {}
-    for result in results:
-        groups.setdefault(tuple(str(result.get(key)) for key in settings), []).append(result)
-    baselines = {_baseline_key(group[0]): group for group in groups.values() if group[0]["method"] == SOFTMAX}
-    compared = any(_baseline_key(g[0]) in baselines for g in groups.values() if g[0]["method"] != SOFTMAX)
-    several = any(len(group) > 1 for group in groups.values())
+    shown = shown_settings(results)
+    groups = setting_groups(results)
+    compared = any(baseline is not None for _, baseline in groups)
+    several = any(len(group) > 1 for group, _ in groups)
     header = ["Method", "P_K", *shown[2:], "Top-1 (%)", "Top-5 (%)"]
     header += ["Δ top-1", "Δ top-5"] if compared else []
     header += ["Seeds"] if several else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for group in groups.values():
+    for group, baseline in groups:
         cells = ["–" if group[0].get(key) is None else str(group[0][key]) for key in shown]
         for metric in METRICS:
             values = [r.get(metric) for r in group]
             cells.append("–" if None in values else _percent(values))
         if compared:
-            baseline = baselines.get(_baseline_key(group[0]))
-            for metric in METRICS:
-                if group[0]["method"] == SOFTMAX or baseline is None:
-                    cells.append("–")
-                    continue
-                mine = {r["seed"]: r[metric] for r in group if r.get(metric) is not None}
-                theirs = {r["seed"]: r[metric] for r in baseline if r.get(metric) is not None}
-                cells.append(_difference_cell(*paired_difference(mine, theirs)))
+            cells += ["–" if baseline is None else
+                      _difference_cell(*metric_difference(group, baseline, metric)) for metric in METRICS]
         if several:
             cells.append(str(len(group)))
         lines.append("| " + " | ".join(cells) + " |")
