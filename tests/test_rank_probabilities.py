@@ -239,6 +239,15 @@ def test_masked_items_take_no_rank_of_a_real_item(method):
     assert torch.isfinite(grad).all() and (grad[masked] == 0).all()
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_fast_path_of_masked_and_real_items_equals_the_full_matrix(method):
+    scores, _ = _masked(4, 7, seed=5)
+    full = rank_probabilities(scores, 7, method, inverse_temperature=1.5)
+    for item in range(7):
+        fast = rank_probabilities(scores, 7, method, inverse_temperature=1.5, index=torch.full((4,), item))
+        torch.testing.assert_close(fast, full[:, item], atol=1e-6, rtol=0)
+
+
 @pytest.mark.parametrize("method", [m for m in METHODS if RELAXATIONS[m].family != "sorting network"])
 def test_masked_items_equal_removing_them(method):
     """For the relaxations that do not depend on the order of the items; rows mask the same count."""

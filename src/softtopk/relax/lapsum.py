@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from .relaxation import Relaxation
+from .relaxation import Relaxation, masked_log_ranks
 
 LOG_HALF = -math.log(2)
 
@@ -135,9 +135,7 @@ def _log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: float) -> Ten
     upper = t  # t_{r+1}; t_{n'} = -inf
     high = torch.where(valid[:, None, :], items[:, :, None] - upper[:, None, :], 0.0)
     low = torch.where(valid[:, None, :], items[:, :, None] - lower[:, None, :], 0.0)
-    log_p = torch.where(valid[:, None, :], _log_cdf_difference(high, low), -math.inf)
-    share = -torch.log((n - count).clamp(min=1).to(scores.dtype))[:, :, None]
-    return torch.where(real[:, :, None], log_p, torch.where(valid[:, None, :], -math.inf, share))
+    return masked_log_ranks(_log_cdf_difference(high, low), real, count, n)
 
 
 def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from .relaxation import masked_items
+from .relaxation import masked_items, masked_log_ranks
 
 Tensor = torch.Tensor
 RowLogits = Callable[[Tensor, "Tensor | None", int, float], Tensor]
@@ -49,7 +49,9 @@ def item_ranks_from(row_logits: RowLogits) -> Callable[..., Tensor]:
         log_p = row_logits(clean, masked, k, beta).log_softmax(-1)
         log_p = log_p.gather(-1, index[:, None, :].expand(-1, k, -1)).transpose(-2, -1)
         if masked is not None:
-            log_p = log_p.masked_fill(~_real_ranks(masked, k)[:, None, :], -torch.inf)
+            real = ~masked
+            count = real.sum(-1, keepdim=True)
+            log_p = masked_log_ranks(log_p, real.gather(-1, index), count, scores.shape[-1])
         return log_p if log else log_p.exp()
 
     return item_ranks

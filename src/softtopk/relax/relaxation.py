@@ -58,3 +58,14 @@ def masked_items(scores: Tensor) -> Tensor | None:
     if torch.compiler.is_compiling() or scores.device.type != "cpu":
         return scores == -torch.inf
     return scores == -torch.inf if scores.numel() and scores.amin() == -torch.inf else None
+
+
+def masked_log_ranks(log_p: Tensor, real: Tensor, count: Tensor, n: int) -> Tensor:
+    """The masked items' share of the ranks, on log P `[B, J, k]` of items that are `real [B, J]`:
+    a row with n' = `count [B, 1]` real items gives its ranks r < n' to the real items (log P of a
+    masked item there: -inf) and its ranks r >= n' to the masked items, equally (a real item's log P
+    there: -inf), as the limit of equal scores going to -inf."""
+    real_rank = (torch.arange(log_p.shape[-1], device=log_p.device) < count)[:, None, :]  # [B, 1, k]
+    share = -torch.log((n - count).clamp(min=1).to(log_p.dtype))[:, :, None]
+    return torch.where(real[:, :, None], log_p.masked_fill(~real_rank, -torch.inf),
+                       torch.where(real_rank, -torch.inf, share))

@@ -35,7 +35,7 @@ import math
 import torch
 from torch import Tensor
 
-from .relaxation import Relaxation, masked_items
+from .relaxation import Relaxation, masked_items, masked_log_ranks
 from .transport import entropic_transport
 
 #: Smallest spread (in logit units) the standardisation divides by; see the module docstring.
@@ -89,9 +89,7 @@ def transport_log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: floa
         cost = cost.gather(1, index[:, :, None].expand(-1, -1, k))
     log_p = alpha[:, :, None] + gamma[:, None, :k] - beta * cost + torch.log(count)[:, :, None]
     if masked is not None:
-        masked_rank = torch.arange(k, device=scores.device) >= count  # [B, k]
-        share = -torch.log((n - count).clamp(min=1))[:, :, None]  # the masked items' share of those ranks
-        log_p = torch.where(~real[:, :, None] & masked_rank[:, None, :], share, log_p)
+        log_p = masked_log_ranks(log_p, real, count, n)
     return log_p.to(dtype)
 
 
