@@ -16,6 +16,7 @@ contiguous blocks of `C x B` values.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -75,14 +76,22 @@ def _triton_backend(state: Tensor):
         return None
     if choice == "auto" and state.device.type != "cuda":
         return None
+    backend = _network_triton()
+    if backend is None:
+        if choice == "triton":
+            raise ImportError("SOFTTOPK_BACKEND=triton needs the triton package (pip install triton)")
+        return None
+    return backend if backend.selected(state.device.type, state.dtype, choice) else None
+
+
+@functools.cache
+def _network_triton():
+    """The module `network_triton`, or None where triton does not import (tried once)."""
     try:
         from . import network_triton
-    except ImportError as error:
-        if choice == "triton":
-            raise ImportError("SOFTTOPK_BACKEND=triton needs the triton package (pip install triton)") \
-                from error
+    except ImportError:
         return None
-    return network_triton if network_triton.selected(state.device.type, state.dtype, choice) else None
+    return network_triton
 
 
 def _decide(state: Tensor, c: int, swap: Tensor, slope: Tensor | None, masked: bool):
@@ -187,7 +196,7 @@ class _LogNetwork(torch.autograd.Function):
             log_swap, log_stay = log_swap.unsqueeze(1), log_stay.unsqueeze(1)
             torch.logaddexp(low + log_stay, high + log_swap, out=log_mass[:c])
             torch.logaddexp(low + log_swap, high + log_stay, out=log_mass[c : 2 * c])
-            mixed = log_mass[: 2 * c].clone()
+            mixed = log_mass[: 2 * c]  # this layer's own tensor, not written again
             saved += [d, swap, low, high, mixed, log_swap, log_stay, slope_swap, slope_stay]
         ctx.save_for_backward(*saved)
         ctx.plan, ctx.n = plan, linear.shape[0]

@@ -94,10 +94,11 @@ def _solve_laplacian(plan: Tensor, inverse_rows: Tensor, cols: Tensor, rhs: Tens
     rhs = rhs.masked_fill(~real_b, 0.0)
     mean = rhs.sum(-1, keepdim=True) / real_b.sum(-1, keepdim=True).clamp(min=1)
     rhs = torch.where(real_b, rhs - mean, 0.0)
-    eye = torch.eye(plan.shape[1], dtype=torch.bool, device=plan.device)
-    links = (plan @ (plan * inverse_rows[:, None, :]).transpose(1, 2)).masked_fill(eye, 0.0)  # [B, m, m]
     ridge = torch.finfo(plan.dtype).eps * cols + (~real_b).to(plan.dtype)
-    laplacian = torch.diag_embed(links.sum(-1) + ridge) - links
+    laplacian = (plan @ (plan * inverse_rows[:, None, :]).transpose(1, 2)).neg_()  # -links [B, m, m]
+    diagonal = laplacian.diagonal(dim1=1, dim2=2)
+    diagonal.zero_()
+    diagonal.copy_(ridge - laplacian.sum(-1))  # the links' row sums, plus the ridge
     return torch.linalg.solve_ex(laplacian, rhs[:, :, None])[0][:, :, 0]
 
 
