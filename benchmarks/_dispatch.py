@@ -10,10 +10,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
-class _Watch(TorchDispatchMode):
+class Watch(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.ops = 0
+        self.paused = False  # while True, ops go uncounted (count_ops: a kernel launch's own copies)
         self.live = self.peak = 0
         self.storages: set[int] = set()
 
@@ -33,7 +34,7 @@ class _Watch(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if not func.is_view:
+        if not func.is_view and not self.paused:
             self.ops += 1
             for tensor in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(tensor, torch.Tensor):
@@ -43,6 +44,6 @@ class _Watch(TorchDispatchMode):
 
 def dispatch_stats(fn: Callable[[], object]) -> tuple[int, int]:
     """(aten ops, peak bytes of the tensors created and alive at once) of one call `fn()`."""
-    with _Watch() as watch:
+    with Watch() as watch:
         fn()
     return watch.ops, watch.peak

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from _dispatch import dispatch_stats
 from bench_losses import SETTINGS
 
 import softtopk
+from softtopk.experiments.runfiles import write_json
 
 BACKENDS = ("cross-entropy", "torch eager", "torch compiled", "triton")
 
@@ -132,9 +133,7 @@ def main() -> None:
         rows.append({"setting": setting, "dtype": dtype, "network": network, "method": method, "ms": ms,
                      "ratio_to_cross_entropy": ms / base, "aten_ops": ops})
         if args.json:
-            with open(args.json + ".tmp", "w") as f:
-                json.dump({"device": name, "torch": torch.__version__, "rows": rows}, f, indent=1)
-            os.replace(args.json + ".tmp", args.json)
+            write_json(Path(args.json), {"device": name, "torch": torch.__version__, "rows": rows})
 
     for setting, batch, classes, m, p_k in SETTINGS:
         if setting not in chosen:

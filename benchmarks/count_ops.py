@@ -20,32 +20,17 @@ from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _dispatch import Watch  # noqa: E402
 from bench_losses import SETTINGS  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 import softtopk  # noqa: E402
 from softtopk.relax import network_triton  # noqa: E402
 
-
-class _Count(TorchDispatchMode):
-    """Counts the non-view aten ops, except those dispatched while a kernel launch runs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-        self.launching = False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view and not self.launching:
-            self.ops += 1
-        return func(*args, **(kwargs or {}))
-
-
-_active: list[_Count] = []
+_active: list[Watch] = []
 
 
 class _CountedKernel:
-    """A Triton kernel whose launch counts as one op of the active `_Count`."""
+    """A Triton kernel whose launch counts as one op of the active `Watch`."""
 
     def __init__(self, kernel) -> None:
         self.kernel = kernel
@@ -56,12 +41,12 @@ class _CountedKernel:
         def counted(*args, **kwargs):
             if not _active:
                 return launch(*args, **kwargs)
-            count = _active[-1]
-            count.ops, count.launching = count.ops + 1, True
+            watch = _active[-1]
+            watch.ops, watch.paused = watch.ops + 1, True
             try:
                 return launch(*args, **kwargs)
             finally:
-                count.launching = False
+                watch.paused = False
 
         return counted
 
@@ -70,13 +55,13 @@ def count_ops(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> 
     """Aten ops of one forward+backward of `loss_fn(logits, target)`, after a first, uncounted one
     (which builds the caches)."""
     loss_fn(logits, target).backward()
-    with _Count() as count:
-        _active.append(count)
+    with Watch() as watch:
+        _active.append(watch)
         try:
             loss_fn(logits, target).backward()
         finally:
             _active.pop()
-    return count.ops
+    return watch.ops
 
 
 def main() -> None:

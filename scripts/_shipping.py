@@ -4,20 +4,19 @@ those that read a folder of Debian packages."""
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from softtopk.experiments.runfiles import write_atomic
+
 
 def write_files(folder: Path, files: dict[str, bytes]) -> None:
-    """Write `files` (name -> content) into `folder`, each to a temporary file renamed over the target."""
+    """Write `files` (name -> content) into `folder`, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
-        tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(content)
-        os.replace(tmp, folder / name)
+        write_atomic(folder / name, lambda file, content=content: file.write(content))
 
 
 def main_on_debs(description: str, packages: Iterable[str], write_outputs: Callable[[Path], None],

@@ -118,7 +118,6 @@ def write_outputs(root: Path) -> None:
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=buffer, mtime=0) as gz:
         gz.write(table.encode("utf-8"))
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
     write_files(OUT_DIR, {"wordnet_nouns.tsv.gz": buffer.getvalue(),
                           "WORDNET_LICENSE.txt":
                           licence_text(root / "usr/share/doc/wordnet-base/copyright").encode("utf-8")})
