@@ -28,7 +28,7 @@ import math
 import torch
 from torch import Tensor
 
-from .relaxation import Relaxation, masked_log_ranks
+from .relaxation import Relaxation, from_log_ranks, masked_log_ranks
 
 LOG_HALF = -math.log(2)
 
@@ -138,16 +138,7 @@ def _log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: float) -> Ten
     return masked_log_ranks(_log_cdf_difference(high, low), real, count, n)
 
 
-def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:
-    """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
-    return _log_ranks(scores, None, k, beta).exp()
-
-
-def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = False) -> Tensor:
-    """P[b, index[b, j], r] for r < k (log P with `log`).  [B, n], [B, J] -> [B, J, k]"""
-    log_p = _log_ranks(scores, index, k, beta)
-    return log_p if log else log_p.exp()
-
+rank_matrix, item_ranks = from_log_ranks(_log_ranks)
 
 RELAXATION = Relaxation("lapsum", "LapSum", "threshold", rank_matrix, item_ranks,
                         cost="O(n + K log K) forward, O(n K) for the full P",

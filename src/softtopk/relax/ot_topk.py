@@ -16,22 +16,11 @@ n' items; ranks r >= n' go to the masked items in equal shares).
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from .relaxation import Relaxation
+from .relaxation import Relaxation, from_log_ranks
 from .sinkhorn import transport_log_ranks
 
-
-def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:
-    """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
-    return transport_log_ranks(scores, None, k, beta, ranks=k).exp()
-
-
-def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = False) -> Tensor:
-    """P[b, index[b, j], r] for r < k (log P with `log`).  [B, n], [B, J] -> [B, J, k]"""
-    log_p = transport_log_ranks(scores, index, k, beta, ranks=k)
-    return log_p if log else log_p.exp()
-
+rank_matrix, item_ranks = from_log_ranks(
+    lambda scores, index, k, beta: transport_log_ranks(scores, index, k, beta, ranks=k))
 
 RELAXATION = Relaxation("ot_topk", "OT top-k", "optimal transport", rank_matrix, item_ranks,
                         cost="O(n K · iterations)", output="an n x (K + 1) plan", needs_m=False,

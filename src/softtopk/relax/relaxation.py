@@ -69,3 +69,20 @@ def masked_log_ranks(log_p: Tensor, real: Tensor, count: Tensor, n: int) -> Tens
     share = -torch.log((n - count).clamp(min=1).to(log_p.dtype))[:, :, None]
     return torch.where(real[:, :, None], log_p.masked_fill(~real_rank, -torch.inf),
                        torch.where(real_rank, -torch.inf, share))
+
+
+def from_log_ranks(log_ranks: Callable[[Tensor, Tensor | None, int, float], Tensor]
+                   ) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    """`(rank_matrix, item_ranks)` of a relaxation computed in the log domain, from
+    `log_ranks(scores, index or None, k, beta) -> log P [B, J or n, k]`."""
+
+    def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:
+        """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
+        return log_ranks(scores, None, k, beta).exp()
+
+    def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = False) -> Tensor:
+        """P[b, index[b, j], r] for r < k (log P with `log`).  [B, n], [B, J] -> [B, J, k]"""
+        log_p = log_ranks(scores, index, k, beta)
+        return log_p if log else log_p.exp()
+
+    return rank_matrix, item_ranks

@@ -35,7 +35,7 @@ import math
 import torch
 from torch import Tensor
 
-from .relaxation import Relaxation, masked_items, masked_log_ranks
+from .relaxation import Relaxation, from_log_ranks, masked_items, masked_log_ranks
 from .transport import entropic_transport
 
 #: Smallest spread (in logit units) the standardisation divides by; see the module docstring.
@@ -93,17 +93,8 @@ def transport_log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: floa
     return log_p.to(dtype)
 
 
-def rank_matrix(scores: Tensor, k: int, beta: float) -> Tensor:
-    """P[b, i, r] = probability that item i has rank r (0 = largest), r < k.  [B, n] -> [B, n, k]"""
-    return transport_log_ranks(scores, None, k, beta, ranks=scores.shape[-1]).exp()
-
-
-def item_ranks(scores: Tensor, index: Tensor, k: int, beta: float, log: bool = False) -> Tensor:
-    """P[b, index[b, j], r] for r < k (log P with `log`); the transport needs the full n x n plan.
-    [B, n], [B, J] -> [B, J, k]"""
-    log_p = transport_log_ranks(scores, index, k, beta, ranks=scores.shape[-1])
-    return log_p if log else log_p.exp()
-
+rank_matrix, item_ranks = from_log_ranks(  # one anchor per rank: the full n x n plan
+    lambda scores, index, k, beta: transport_log_ranks(scores, index, k, beta, ranks=scores.shape[-1]))
 
 RELAXATION = Relaxation("sinkhorn", "SinkhornSort", "optimal transport", rank_matrix, item_ranks,
                         cost="O(n² · iterations)", output="the full n x n plan", needs_m=True,
