@@ -14,6 +14,7 @@ from .augment import Augmentation
 from .defaults import PAPER, paper_setting, resolve, rule_lr, uses_lr_rule
 from .loss_factory import METHODS, NETWORK_METHODS, check_targets, display_name, format_p_k, make_loss
 from .options import BY_NAME, PROTOCOLS, applies, check_value
+from .runfolder import identity_of
 from .splits import Splits, validation_count
 
 
@@ -57,12 +58,8 @@ class RunConfig:
                                       "augmentation": asdict(self.augmentation), "sources": self.sources}))
 
     def identity(self) -> dict:
-        """What a resumed run must share with the run it continues: all but `epochs` (which may grow)
-        and `sources`."""
-        stored = self.to_dict()
-        stored.pop("sources")
-        stored["settings"].pop("epochs")
-        return stored
+        """What a resumed run must share with the run it continues (`runfolder.identity_of`)."""
+        return identity_of(self.to_dict())
 
 
 def check_given(protocol: str, given: Mapping[str, object], cli: bool = False) -> dict:

@@ -73,13 +73,20 @@ def read_stored(out: Path, kind: str) -> dict:
         raise ValueError(f"--resume: {path} is unreadable ({error})") from None
 
 
+def identity_of(config: dict) -> dict:
+    """What a resumed run must share with the run it continues, from a stored config: all but
+    `settings.epochs` (which may grow) and `sources`."""
+    identity = {key: value for key, value in config.items() if key != "sources"}
+    if isinstance(identity.get("settings"), dict):
+        identity["settings"] = {key: v for key, v in identity["settings"].items() if key != "epochs"}
+    return identity
+
+
 def check_same_run(folder: Path, identity: dict, epochs: int, checkpoint_epoch: int | None) -> None:
     """Raise ValueError unless the run stored in `folder` has the `identity` of the run to resume
     (`RunConfig.identity()`) and has not finished more than `epochs` (`checkpoint_epoch`: the epoch
     of its checkpoint, None without one)."""
-    stored = read_stored(folder, "run").get("config", {})
-    stored.pop("sources", None)
-    stored.get("settings", {}).pop("epochs", None)
+    stored = identity_of(read_stored(folder, "run").get("config", {}))
     if stored != identity:
         diffs = [f"{key}: {_get(stored, key)!r} there, {_get(identity, key)!r} now"
                  for key in _keys(stored, identity) if _get(stored, key) != _get(identity, key)]
