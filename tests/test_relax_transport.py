@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 import torch
+from compiled import assert_compiles_like_eager
 
 from softtopk.relax import transport
 from softtopk.relax.transport import entropic_transport
@@ -119,10 +120,4 @@ def test_compiles_with_fullgraph():
     def loss(c):
         return some_loss(log_plan(*entropic_transport(c, log_a, log_b, BETA), c, BETA), weights)
 
-    torch._dynamo.reset()
-    eager, compiled = cost.clone().requires_grad_(), cost.clone().requires_grad_()
-    expected, actual = loss(eager), torch.compile(loss, fullgraph=True)(compiled)
-    expected.backward()
-    actual.backward()
-    torch.testing.assert_close(actual, expected)
-    torch.testing.assert_close(compiled.grad, eager.grad)
+    assert_compiles_like_eager(loss, cost)
