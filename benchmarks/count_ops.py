@@ -5,9 +5,10 @@ Triton backends, at the paper's three settings: the README's GPU table, countabl
 
 Triton runs under its interpreter (`TRITON_INTERPRET=1`, set here); a kernel launch counts as one op,
 the interpreter's own copies of the launch's arguments left out. Views are excluded, as in
-`bench_losses.py`. On CUDA a few ops differ: the CPU's range check of the targets, its padded topk
-and its check for masked (-inf) logits are CPU-only (CUDA leaves the range to the indexing ops'
-assertions and always takes the masked path).
+`bench_losses.py`. Each setting is counted twice: as the CPU runs it, and on the CUDA path, which
+the code takes wherever the host cannot read a tensor's values (`_checks.host_reads`; forced here):
+there the CPU's range check of the targets, its padded topk and its check for masked (-inf) logits
+are left out (CUDA leaves the range to the indexing ops' assertions and always takes the masked path).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
 
-from collections.abc import Callable  # noqa: E402
+import contextlib  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -24,6 +27,7 @@ from _dispatch import Watch  # noqa: E402
 from bench_losses import SETTINGS  # noqa: E402
 
 import softtopk  # noqa: E402
+from softtopk import _checks  # noqa: E402
 from softtopk.relax import network_triton  # noqa: E402
 
 _active: list[Watch] = []
@@ -64,25 +68,42 @@ def count_ops(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> 
     return watch.ops
 
 
+@contextlib.contextmanager
+def cuda_path() -> Iterator[None]:
+    """Every softtopk module's `host_reads` answers False, as for CUDA tensors."""
+    original = _checks.host_reads
+    modules = [module for name, module in sys.modules.items()
+               if name.startswith("softtopk") and getattr(module, "host_reads", None) is original]
+    for module in modules:
+        module.host_reads = lambda tensor: False
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.host_reads = original
+
+
 def main() -> None:
     network_triton._forward_kernel = _CountedKernel(network_triton._forward_kernel)
     network_triton._backward_kernel = _CountedKernel(network_triton._backward_kernel)
     torch.manual_seed(0)
-    print("| setting | cross-entropy | bitonic, torch | bitonic, Triton | splitter, torch | "
+    print("| setting | path | cross-entropy | bitonic, torch | bitonic, Triton | splitter, torch | "
           "splitter, Triton |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for setting, batch, classes, m, p_k in SETTINGS:
         logits = torch.randn(batch, classes, requires_grad=True)
         target = torch.randint(0, classes, (batch,))
-        row = [count_ops(F.cross_entropy, logits, target)]
-        for method in ("bitonic", "splitter_selection"):
-            loss_fn = softtopk.TopKCrossEntropyLoss(p_k, method, m=m, distribution="logistic_phi")
-            for choice in ("torch", "triton"):
-                os.environ["SOFTTOPK_BACKEND"] = choice
-                row.append(count_ops(loss_fn, logits, target))
         where = f"m {m}" if m else "all classes"
-        print(f"| {setting} (B {batch}, C {classes}, {where}) | " + " | ".join(map(str, row)) + " |",
-              flush=True)
+        for path, context in (("CPU", contextlib.nullcontext), ("CUDA", cuda_path)):
+            with context():
+                row = [count_ops(F.cross_entropy, logits, target)]
+                for method in ("bitonic", "splitter_selection"):
+                    loss_fn = softtopk.TopKCrossEntropyLoss(p_k, method, m=m, distribution="logistic_phi")
+                    for choice in ("torch", "triton"):
+                        os.environ["SOFTTOPK_BACKEND"] = choice
+                        row.append(count_ops(loss_fn, logits, target))
+            print(f"| {setting} (B {batch}, C {classes}, {where}) | {path} | " + " | ".join(map(str, row))
+                  + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice
+from ._checks import check_choice, host_reads
 from ._conventions import check_ignore_index, check_reduction, check_weight, flatten, reduce
 from .ranking import METHODS, check_relaxation, compute_dtype, relaxation
 from .targets import (
@@ -137,7 +137,7 @@ def _padding(logits: Tensor, k: int) -> int:
     """Columns of -inf to append before a topk of k on the CPU: its topk switches to a heap at
     C >= 64 k, which is faster from about 38 k columns on."""
     classes = logits.shape[1]
-    if logits.device.type != "cpu" or torch.compiler.is_compiling() or not 38 * k <= classes < 64 * k:
+    if not host_reads(logits) or not 38 * k <= classes < 64 * k:
         return 0
     return 64 * k - classes
 
@@ -158,7 +158,7 @@ def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
     [M, C], [M, J] -> [M, m]"""
     j, pad = classes.shape[1], _padding(logits, m)
     with torch.no_grad():
-        if j == 1 and not pad and logits.device.type == "cpu" and not torch.compiler.is_compiling():
+        if j == 1 and not pad and host_reads(logits):
             # No full-size copy, which costs more than a few small ops on the CPU: column i of the
             # others is column i of the top m, or i + 1 once the target has been passed.
             top = logits.topk(m, dim=1).indices
@@ -186,6 +186,13 @@ def _log_softmax_at(scores: Tensor, label: Tensor | None, j: int) -> Tensor:
     if j == 1:
         return -F.cross_entropy(scores, label[:, 0], reduction="none")[:, None]
     return scores.gather(1, label) - scores.logsumexp(1, keepdim=True)
+
+
+def _softmax_at(scores: Tensor, label: Tensor | None, j: int) -> Tensor:
+    """softmax(scores)[label] `[M, J]`, or of the first j columns where `label` is None."""
+    if label is None:
+        return scores.softmax(1)[:, :j]
+    return _log_softmax_at(scores, label, j).exp()
 
 
 _CONSTANTS: dict[tuple, Tensor] = {}
@@ -221,19 +228,16 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
         label = classes
         target_logits = scores.gather(1, label)
     gathered = None if preselected else label
-    if cfg.method == "softmax":
-        return -_log_softmax_at(scores, gathered, j)
-    log_softmax = None if cfg.top1_mode == "sort" else _log_softmax_at(scores, gathered, j)
     p1 = cfg.p_k[0]
+    if cfg.method == "softmax" or (cfg.top1_mode == "smce" and p1 >= 1):
+        return -_log_softmax_at(scores, gathered, j)
     masked = target_logits == -torch.inf
-    if cfg.top1_mode == "smce" and p1 >= 1:
-        return -log_softmax
     log_space = cfg.eps == 0
     ranks = cfg.item_ranks(scores.contiguous(), label, k, log=log_space) if cfg.ranked else None
     if log_space:
         terms = [] if ranks is None else [ranks + _constant(cfg.log_rank_weights, ranks)]
         if cfg.top1_mode == "sm" and p1 > 0:
-            terms.append(log_softmax[..., None] + math.log(p1))
+            terms.append(_log_softmax_at(scores, gathered, j)[..., None] + math.log(p1))
         # A masked target has no finite term: it gets +inf below, with zero gradient.
         loss = -torch.cat(terms, dim=-1).masked_fill(masked[..., None], 0.0).logsumexp(-1)
     else:
@@ -244,11 +248,11 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
             weights = _constant(cfg.scaled_rank_weights, ranks)
             p = torch.baddbmm(_constant((cfg.eps,), ranks), ranks,
                               weights[:, None].expand(ranks.shape[0], -1, 1)).squeeze(-1)
-        if cfg.top1_mode == "sm":
-            p = torch.add(p, log_softmax.exp(), alpha=p1 * scale)
+        if cfg.top1_mode == "sm" and p1 > 0:
+            p = torch.add(p, _softmax_at(scores, gathered, j), alpha=p1 * scale)
         loss = -torch.log(p)
     if cfg.top1_mode == "smce":
-        loss = p1 * -log_softmax + (1 - p1) * loss
+        loss = p1 * -_log_softmax_at(scores, gathered, j) + (1 - p1) * loss
     return loss.masked_fill(masked, torch.inf)
 
 

@@ -11,6 +11,11 @@ stores them back, first the values (and mask) channels, which decide the swap, t
 channels one at a time with the same swap. Comparators of a layer are disjoint, so its loads and
 stores never overlap; a barrier separates layers.
 
+The one-item path of the loss (`ItemRanks`) dispatches nothing around its two launches but their
+buffers: the forward kernel builds the state itself from the scores and the items (values with the
+masked items at 0, the mask, one mass channel per item) and writes P `[B, J, k]` where the caller
+reads it; the backward kernel writes the scores' gradient `[B, n]`.
+
 Saved, not recomputed: the backward of a layer needs the differences `d` of every linear channel
 before it (and, for log masses, the masses before it), which only a re-run of the network up to
 that layer could give back (O(layers^2) work, or checkpoints). The forward writes them once, with the
@@ -233,11 +238,10 @@ def _log_cdf_and_hazard(u, SIGMOID: tl.constexpr):
 
 
 @triton.jit
-def _copy(dst, dst_sp, dst_sc, src, src_sp, src_sc, src_sb, rows, fill, channels, n, B,
+def _copy(dst, dst_sp, dst_sc, dst_sb, src, src_sp, src_sc, src_sb, rows, fill, channels, n, B,
           FLIP_SRC: tl.constexpr, FLIP_DST: tl.constexpr, WIDTH: tl.constexpr, BLOCK_B: tl.constexpr):
     """dst[p, c, b] = src[p, c, b] for p < rows, 0 for rows <= p < fill (c < channels), on this
-    program's columns; a flipped side reads row p as row n - 1 - p (ranks from wires). dst is
-    contiguous along b, the other strides are any."""
+    program's columns; a flipped side reads row p as row n - 1 - p (ranks from wires). Any strides."""
     cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     b_ok = (cols < B)[None, :]
     cols = cols.to(tl.int64)[None, :]
@@ -249,7 +253,45 @@ def _copy(dst, dst_sp, dst_sc, src, src_sp, src_sc, src_sb, rows, fill, channels
         for c in range(channels):
             x = tl.load(src + src_row * src_sp + c * src_sc + cols * src_sb, mask=into & (p < rows),
                         other=0.0)
-            tl.store(dst + dst_row * dst_sp + c * dst_sc + cols, x, mask=into)
+            tl.store(dst + dst_row * dst_sp + c * dst_sc + cols * dst_sb, x, mask=into)
+
+
+@triton.jit
+def _start_from_scores(work, C, scores, s_sp, s_sb, items, i_sj, i_sb, n, J, B, LOG: tl.constexpr,
+                       WIDTH: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The state of the one-item path from scores `[n, B]` and items `[J, B]` (any strides): on wire
+    p the value (0 where masked), the mask, and per item j a mass of 1 (log: 0) if p is the item,
+    else 0 (log: -inf)."""
+    cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    b_ok = (cols < B)[None, :]
+    cols = cols.to(tl.int64)[None, :]
+    for p0 in range(0, n, WIDTH):
+        p = (p0 + tl.arange(0, WIDTH)).to(tl.int64)[:, None]
+        ok = (p < n) & b_ok
+        x = tl.load(scores + p * s_sp + cols * s_sb, mask=ok, other=0.0)
+        masked = x == -float("inf")
+        at = work + p * C * B + cols
+        tl.store(at, tl.where(masked, 0.0, x), mask=ok)
+        tl.store(at + B, tl.where(masked, 1.0, 0.0), mask=ok)
+        for j in range(J):
+            hit = tl.load(items + j * i_sj + cols * i_sb, mask=b_ok, other=-1) == p
+            mass = tl.where(hit, 0.0, -float("inf")) if LOG else tl.where(hit, 1.0, 0.0)
+            tl.store(at + (2 + j) * B, mass, mask=ok)
+
+
+@triton.jit
+def _scores_gradient(grad_scores, g_sp, g_sb, grad, C, scores, s_sp, s_sb, n, B, WIDTH: tl.constexpr,
+                     BLOCK_B: tl.constexpr):
+    """grad_scores[p, b] = the values' gradient on wire p, 0 where the score is masked (any strides)."""
+    cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    b_ok = (cols < B)[None, :]
+    cols = cols.to(tl.int64)[None, :]
+    for p0 in range(0, n, WIDTH):
+        p = (p0 + tl.arange(0, WIDTH)).to(tl.int64)[:, None]
+        ok = (p < n) & b_ok
+        masked = tl.load(scores + p * s_sp + cols * s_sb, mask=ok, other=0.0) == -float("inf")
+        g = tl.load(grad + p * C * B + cols, mask=ok, other=0.0)
+        tl.store(grad_scores + p * g_sp + cols * g_sb, tl.where(masked, 0.0, g), mask=ok)
 
 
 @triton.jit
@@ -270,20 +312,25 @@ def _layer_tile(pairs, starts, layer, C, S, B, WIDTH: tl.constexpr, BLOCK_B: tl.
 
 @triton.jit
 def _forward_kernel(
-    linear_in, lin_sp, lin_sc, lin_sb,  # the L linear channels of the input `[n, L, B]`, any strides
-    mass_in, mass_sp, mass_sc, mass_sb,  # its J mass (or log-mass) channels `[n, J, B]`
-    work, saved, out_linear, out_lin_sp, out_mass, out_mass_sp,  # outputs contiguous in (c, b)
+    linear_in, lin_sp, lin_sc, lin_sb,  # the L linear channels `[n, L, B]`; FROM_SCORES: scores `[n, 1, B]`
+    mass_in, mass_sp, mass_sc, mass_sb,  # the J (log) masses `[n, J, B]`; FROM_SCORES: items `[1, J, B]`
+    work, saved, out_linear, out_lin_sp, out_mass, out_mass_sp, out_mass_sc, out_mass_sb,
     pairs, starts, n, k, J, B, layers, beta, lam,
-    MASKED: tl.constexpr, LOG: tl.constexpr, SAVE: tl.constexpr, SIGMOID: tl.constexpr, PHI: tl.constexpr,
-    WIDTH: tl.constexpr, BLOCK_B: tl.constexpr,
+    MASKED: tl.constexpr, LOG: tl.constexpr, SAVE: tl.constexpr, FROM_SCORES: tl.constexpr,
+    SIGMOID: tl.constexpr, PHI: tl.constexpr, WIDTH: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
     L: tl.constexpr = 2 if MASKED else 1
     SCALARS: tl.constexpr = 4 if LOG else 2
     C = L + J
     S = L + (2 * J if LOG else J) + SCALARS
-    _copy(work, C * B, B, linear_in, lin_sp, lin_sc, lin_sb, n, n, L, n, B, False, False, WIDTH, BLOCK_B)
-    _copy(work + L * B, C * B, B, mass_in, mass_sp, mass_sc, mass_sb, n, n, J, n, B, False, False,
-          WIDTH, BLOCK_B)
+    if FROM_SCORES:
+        _start_from_scores(work, C, linear_in, lin_sp, lin_sb, mass_in, mass_sc, mass_sb, n, J, B, LOG,
+                           WIDTH, BLOCK_B)
+    else:
+        _copy(work, C * B, B, 1, linear_in, lin_sp, lin_sc, lin_sb, n, n, L, n, B, False, False,
+              WIDTH, BLOCK_B)
+        _copy(work + L * B, C * B, B, 1, mass_in, mass_sp, mass_sc, mass_sb, n, n, J, n, B, False, False,
+              WIDTH, BLOCK_B)
     tl.debug_barrier()
     for layer in range(layers):
         at_lo, at_hi, row, ok = _layer_tile(pairs, starts, layer, C, S, B, WIDTH, BLOCK_B)
@@ -348,26 +395,32 @@ def _forward_kernel(
                 if SAVE:
                     tl.store(saved + row + c * B, dm, mask=ok)
         tl.debug_barrier()
-    # rank r = wire n - 1 - r
-    _copy(out_linear, out_lin_sp, B, work, C * B, B, 1, k, k, L, n, B, True, False, WIDTH, BLOCK_B)
-    _copy(out_mass, out_mass_sp, B, work + L * B, C * B, B, 1, k, k, J, n, B, True, False, WIDTH, BLOCK_B)
+    # rank r = wire n - 1 - r; the one-item path returns the masses alone
+    if not FROM_SCORES:
+        _copy(out_linear, out_lin_sp, B, 1, work, C * B, B, 1, k, k, L, n, B, True, False, WIDTH, BLOCK_B)
+    _copy(out_mass, out_mass_sp, out_mass_sc, out_mass_sb, work + L * B, C * B, B, 1, k, k, J, n, B,
+          True, False, WIDTH, BLOCK_B)
 
 
 @triton.jit
 def _backward_kernel(
-    grad_linear, gl_sp, gl_sc, gl_sb,  # [k, L, B], any strides
+    grad_linear, gl_sp, gl_sc, gl_sb,  # [k, L, B], any strides (FROM_SCORES: not read, zero)
     grad_mass, gm_sp, gm_sc, gm_sb,  # [k, J, B], any strides
-    grad, saved,  # [n, C, B] (the result), [T, S, B]
+    grad, saved,  # [n, C, B] (the result; FROM_SCORES: scratch), [T, S, B]
+    scores, sc_sp, sc_sb, grad_scores, gs_sp, gs_sb,  # FROM_SCORES: the scores and their gradient `[n, B]`
     pairs, starts, n, k, J, B, layers,
-    MASKED: tl.constexpr, LOG: tl.constexpr, WIDTH: tl.constexpr, BLOCK_B: tl.constexpr,
+    MASKED: tl.constexpr, LOG: tl.constexpr, FROM_SCORES: tl.constexpr, WIDTH: tl.constexpr,
+    BLOCK_B: tl.constexpr,
 ):
     L: tl.constexpr = 2 if MASKED else 1
     SCALARS: tl.constexpr = 4 if LOG else 2
     C = L + J
     S = L + (2 * J if LOG else J) + SCALARS
     # rank r = wire n - 1 - r
-    _copy(grad, C * B, B, grad_linear, gl_sp, gl_sc, gl_sb, k, n, L, n, B, False, True, WIDTH, BLOCK_B)
-    _copy(grad + L * B, C * B, B, grad_mass, gm_sp, gm_sc, gm_sb, k, n, J, n, B, False, True, WIDTH, BLOCK_B)
+    _copy(grad, C * B, B, 1, grad_linear, gl_sp, gl_sc, gl_sb, 0 if FROM_SCORES else k, n, L, n, B,
+          False, True, WIDTH, BLOCK_B)
+    _copy(grad + L * B, C * B, B, 1, grad_mass, gm_sp, gm_sc, gm_sb, k, n, J, n, B, False, True,
+          WIDTH, BLOCK_B)
     tl.debug_barrier()
     for step in range(layers):
         at_lo, at_hi, row, ok = _layer_tile(pairs, starts, layers - 1 - step, C, S, B, WIDTH, BLOCK_B)
@@ -427,6 +480,8 @@ def _backward_kernel(
         tl.store(grad + at_lo, g_lo - spread, mask=ok)
         tl.store(grad + at_hi, g_hi + spread, mask=ok)
         tl.debug_barrier()
+    if FROM_SCORES:
+        _scores_gradient(grad_scores, gs_sp, gs_sb, grad, C, scores, sc_sp, sc_sb, n, B, WIDTH, BLOCK_B)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -435,36 +490,51 @@ def _backward_kernel(
 
 def _forward(ctx, linear: Tensor, mass: Tensor, out_linear: Tensor, out_mass: Tensor,
              key: tuple[str, int, int], dist: Distribution, beta: float, lam: float, masked: bool,
-             log: bool) -> None:
+             log: bool, from_scores: bool = False) -> Tensor | None:
+    """One launch over every layer. `linear [n, L, B]` and `mass [n, J, B]` start the state, or, with
+    `from_scores`, the scores `[n, 1, B]` and the items `[1, J, B]` do (`out_linear` is then not
+    written). Returns the buffer of the saved rows, which the working state shares, where a gradient
+    is needed."""
     kind, n, k = key
     batch, mass_channels = linear.shape[2], mass.shape[1]
+    lin = 2 if from_scores else linear.shape[1]
     tables = _tables(kind, n, k, linear.device)
     save = any(ctx.needs_input_grad[:2])
-    slots = linear.shape[1] + (2 if log else 1) * mass_channels + (4 if log else 2)
-    work = linear.new_empty(n, linear.shape[1] + mass_channels, batch)
-    saved = linear.new_empty(tables.comparators, slots, batch) if save else work
+    slots = lin + (2 if log else 1) * mass_channels + (4 if log else 2)
+    state_size = n * (lin + mass_channels) * batch
+    buffer = linear.new_empty(state_size + (tables.comparators * slots * batch if save else 0))
     _forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
-        linear, *linear.stride(), mass, *mass.stride(), work, saved, out_linear, out_linear.stride(0),
-        out_mass, out_mass.stride(0), tables.pairs, tables.starts, n, k, mass_channels, batch,
-        tables.starts.numel() - 1, float(beta), float(lam), MASKED=masked, LOG=log, SAVE=save,
-        SIGMOID=_sigmoid_id(dist), PHI=dist.phi, WIDTH=tables.width, BLOCK_B=BLOCK_B, num_warps=NUM_WARPS,
+        linear, *linear.stride(), mass, *mass.stride(), buffer, buffer[state_size:], out_linear,
+        out_linear.stride(0), out_mass, *out_mass.stride(), tables.pairs, tables.starts, n, k, mass_channels,
+        batch, tables.starts.numel() - 1, float(beta), float(lam), MASKED=masked, LOG=log, SAVE=save,
+        FROM_SCORES=from_scores, SIGMOID=_sigmoid_id(dist), PHI=dist.phi, WIDTH=tables.width,
+        BLOCK_B=BLOCK_B, num_warps=NUM_WARPS,
     )
-    if save:
-        ctx.save_for_backward(saved)
-    ctx.tables, ctx.n, ctx.masked, ctx.log = tables, n, masked, log
+    ctx.tables, ctx.n, ctx.masked, ctx.log, ctx.saved_at = tables, n, masked, log, state_size
+    return buffer if save else None
 
 
-def _backward(ctx, grad_linear: Tensor, grad_mass: Tensor) -> Tensor:
-    """dL/d(state) `[n, C, B]` from the outputs' gradients `[k, L, B]` and `[k, J, B]`."""
-    (saved,) = ctx.saved_tensors
-    tables, k, batch = ctx.tables, grad_linear.shape[0], grad_linear.shape[2]
-    grad = grad_linear.new_empty(ctx.n, grad_linear.shape[1] + grad_mass.shape[1], batch)
+def _backward(ctx, grad_linear: Tensor, grad_mass: Tensor, buffer: Tensor, values: Tensor | None = None
+              ) -> Tensor:
+    """dL/d(state) `[n, C, B]` from the outputs' gradients `[k, L, B]` and `[k, J, B]`; with the
+    `values [n, 1, B]` (the scores) of the one-item path, dL/d(scores) `[B, n]` from the masses'
+    gradient alone. The working gradient and the result share one buffer."""
+    tables, k, batch, n = ctx.tables, grad_mass.shape[0], grad_mass.shape[2], ctx.n
+    from_scores = values is not None
+    channels = (2 if from_scores else grad_linear.shape[1]) + grad_mass.shape[1]
+    state_size = n * channels * batch
+    out = grad_mass.new_empty(state_size + (n * batch if from_scores else 0))
+    grad = out[:state_size].view(n, channels, batch)
+    result = out[state_size:].view(batch, n) if from_scores else grad
+    scores = values if from_scores else grad  # read only from_scores
     _backward_kernel[(triton.cdiv(batch, BLOCK_B),)](
-        grad_linear, *grad_linear.stride(), grad_mass, *grad_mass.stride(), grad, saved,
-        tables.pairs, tables.starts, ctx.n, k, grad_mass.shape[1], batch, tables.starts.numel() - 1,
-        MASKED=ctx.masked, LOG=ctx.log, WIDTH=tables.width, BLOCK_B=BLOCK_B, num_warps=NUM_WARPS,
+        grad_linear, *grad_linear.stride(), grad_mass, *grad_mass.stride(), grad, buffer[ctx.saved_at:],
+        scores, scores.stride(0), scores.stride(-1), result, result.stride(-1), result.stride(0),
+        tables.pairs, tables.starts, n, k, grad_mass.shape[1], batch, tables.starts.numel() - 1,
+        MASKED=ctx.masked, LOG=ctx.log, FROM_SCORES=from_scores, WIDTH=tables.width, BLOCK_B=BLOCK_B,
+        num_warps=NUM_WARPS,
     )
-    return grad
+    return result
 
 
 def linear_forward(ctx, state: Tensor, key: tuple[str, int, int], dist: Distribution, beta: float, lam: float,
@@ -472,14 +542,17 @@ def linear_forward(ctx, state: Tensor, key: tuple[str, int, int], dist: Distribu
     """`_LinearNetwork.forward`: state `[n, C, B]` -> the state on the wires of ranks 0..k-1 `[k, C, B]`."""
     lin = 2 if masked else 1
     out = state.new_empty(key[2], state.shape[1], state.shape[2])
-    _forward(ctx, state[:, :lin], state[:, lin:], out[:, :lin], out[:, lin:], key, dist, beta, lam, masked,
-             log=False)
+    buffer = _forward(ctx, state[:, :lin], state[:, lin:], out[:, :lin], out[:, lin:], key, dist, beta, lam,
+                      masked, log=False)
+    if buffer is not None:
+        ctx.save_for_backward(buffer)
     return out
 
 
 def linear_backward(ctx, grad_out: Tensor):
     lin = 2 if ctx.masked else 1
-    return _backward(ctx, grad_out[:, :lin], grad_out[:, lin:]), None, None, None, None, None
+    grad = _backward(ctx, grad_out[:, :lin], grad_out[:, lin:], *ctx.saved_tensors)
+    return grad, None, None, None, None, None
 
 
 def log_forward(ctx, linear: Tensor, log_mass: Tensor, key: tuple[str, int, int], dist: Distribution,
@@ -489,11 +562,38 @@ def log_forward(ctx, linear: Tensor, log_mass: Tensor, key: tuple[str, int, int]
     k, batch = key[2], linear.shape[2]
     out_linear = linear.new_empty(k, linear.shape[1], batch)
     out_mass = log_mass.new_empty(k, log_mass.shape[1], batch)
-    _forward(ctx, linear, log_mass, out_linear, out_mass, key, dist, beta, lam, masked, log=True)
+    buffer = _forward(ctx, linear, log_mass, out_linear, out_mass, key, dist, beta, lam, masked, log=True)
+    if buffer is not None:
+        ctx.save_for_backward(buffer)
     return out_linear, out_mass
 
 
 def log_backward(ctx, grad_linear: Tensor, grad_log: Tensor):
-    grad = _backward(ctx, grad_linear, grad_log)
+    grad = _backward(ctx, grad_linear, grad_log, *ctx.saved_tensors)
     lin = grad_linear.shape[1]
     return grad[:, :lin], grad[:, lin:], None, None, None, None, None
+
+
+class ItemRanks(torch.autograd.Function):
+    """The one-item path in one launch each way: scores `[B, n]` and items `[B, J]` -> P (or log P)
+    of each item's ranks 0..k-1 `[B, J, k]`, as `sorting_network.item_ranks` computes it on the torch
+    path; the kernel builds the state itself (masked items always handled) and writes the gradient of
+    the scores."""
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, index: Tensor, key: tuple[str, int, int], dist: Distribution,
+                beta: float, lam: float, log: bool) -> Tensor:
+        out = scores.new_empty(index.shape[0], index.shape[1], key[2])
+        buffer = _forward(ctx, scores.t().unsqueeze(1), index.t().unsqueeze(0), out, out.permute(2, 1, 0),
+                          key, dist, beta, lam, masked=True, log=log, from_scores=True)
+        if buffer is not None:
+            ctx.save_for_backward(buffer, scores)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        buffer, scores = ctx.saved_tensors
+        grad_mass = grad_out.permute(2, 1, 0)  # [k, J, B]; no gradient reaches the linear channels
+        grad = _backward(ctx, grad_mass, grad_mass, buffer, scores.t().unsqueeze(1))
+        return grad, None, None, None, None, None, None

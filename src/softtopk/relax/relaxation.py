@@ -23,6 +23,8 @@ from functools import partial
 
 import torch
 
+from .._checks import host_reads
+
 Tensor = torch.Tensor
 
 
@@ -55,7 +57,7 @@ class Relaxation:
 def masked_items(scores: Tensor) -> Tensor | None:
     """`scores == -inf` `[B, n]`, or None where no item is masked. The check is skipped (the mask is
     always returned) where it would wait for the device or break a compiled graph."""
-    if torch.compiler.is_compiling() or scores.device.type != "cpu":
+    if not host_reads(scores):
         return scores == -torch.inf
     return scores == -torch.inf if scores.numel() and scores.amin() == -torch.inf else None
 

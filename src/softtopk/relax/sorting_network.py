@@ -68,9 +68,9 @@ BACKENDS = ("auto", "torch", "triton")
 
 def _triton_backend(state: Tensor):
     """The Triton backend (module `network_triton`) where `SOFTTOPK_BACKEND` (read on every call)
-    selects it for `state`, else None: 'torch' never, 'triton' always (an error where it cannot run),
-    'auto' (default) for CUDA tensors once the kernel is verified on a GPU. Compiled graphs and
-    float64 states use the torch path."""
+    selects it for `state` (or the scores), else None: 'torch' never, 'triton' always (an error where
+    it cannot run), 'auto' (default) for CUDA tensors once the kernel is verified on a GPU. Compiled
+    graphs and float64 states use the torch path."""
     choice = check_choice(os.environ.get("SOFTTOPK_BACKEND", "auto"), "SOFTTOPK_BACKEND", BACKENDS)
     if choice == "torch" or torch.compiler.is_compiling():
         return None
@@ -273,6 +273,10 @@ def item_ranks(scores: Tensor, index: Tensor, k: int, kind: str, beta: float, di
                log: bool = False) -> Tensor:
     """P[b, index[b, j], r] for r < k (log P with `log`), one mass channel per item.
     [B, n], [B, J] -> [B, J, k]"""
+    triton = _triton_backend(scores)
+    if triton is not None:  # one launch each way, the state built in the kernel
+        return triton.ItemRanks.apply(scores, index, (kind, scores.shape[1], k), DISTRIBUTIONS[distribution],
+                                      beta, lam, log)
     linear, masked = _linear_channels(scores)
     channels = linear.shape[1]
     start = index.t().unsqueeze(0)  # [1, J, B]
