@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from softtopk.networks import sorting_network
+from softtopk.networks import sorting_network, top_ranks_network
 
 # A 0/1 input that the original's padded bitonic layout leaves unsorted at n = 22.
 ORIGINAL_FAILS_22 = [0, 5, 8, 9, 10, 11, 13, 15, 17, 21]
@@ -34,6 +34,17 @@ def apply_hard(network, values: np.ndarray) -> np.ndarray:
         lo, hi = np.array(layer).T
         a, b = x[:, lo], x[:, hi]
         x[:, lo], x[:, hi] = np.minimum(a, b), np.maximum(a, b)
+    return x
+
+
+def apply_soft(network, values: np.ndarray) -> np.ndarray:
+    """Run the network with a relaxed comparator that mixes both wires with a sigmoid of their gap."""
+    x = values.copy()
+    for layer in network:
+        lo, hi = np.array(layer).T
+        a, b = x[:, lo], x[:, hi]
+        swap = 1 / (1 + np.exp(b - a))
+        x[:, lo], x[:, hi] = a + swap * (b - a), b - swap * (b - a)
     return x
 
 
@@ -213,3 +224,27 @@ def test_exhaustive_small_permutations():
         values = np.array(list(itertools.permutations(range(n))))
         check_sorts(values)
         check_selects(values, range(1, n + 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["bitonic", "odd_even", "splitter_selection"]), n=st.integers(1, 70),
+       data=st.data())
+def test_top_ranks_network_ends_the_top_wires_exactly(kind, n, data):
+    """The pruned network leaves the k top wires bit for bit as the whole network does, relaxed too,
+    with a subset of its comparators in the same layer order, and needs every comparator it keeps."""
+    k = data.draw(st.integers(1, n))
+    full, pruned = sorting_network(kind, n, k), top_ranks_network(kind, n, k)
+    values = np.random.default_rng(n * 100 + k).normal(size=(8, n))
+    top = slice(n - k, n)
+    assert np.array_equal(apply_soft(pruned, values)[:, top], apply_soft(full, values)[:, top])
+    assert np.array_equal(apply_hard(pruned, values)[:, top], apply_hard(full, values)[:, top])
+    layers = iter(full)  # each kept layer is part of a layer of the whole network, in order
+    assert all(any(set(kept) <= set(layer) for layer in layers) for kept in pruned)
+    if pruned:  # the last kept layer only has comparators on the top wires themselves
+        assert all(lo >= n - k or hi >= n - k for lo, hi in pruned[-1])
+
+
+def test_top_ranks_network_counts():
+    assert sum(map(len, top_ranks_network("bitonic", 100, 5))) == 1121
+    assert sum(map(len, top_ranks_network("odd_even", 100, 5))) == 2694
+    assert top_ranks_network("bitonic", 16, 16) == sorting_network("bitonic", 16)

@@ -39,6 +39,22 @@ def sorting_network(kind: str, n: int, k: int | None = None) -> Network:
     return _build(kind, n, k)
 
 
+def top_ranks_network(kind: str, n: int, k: int) -> Network:
+    """The comparators of `sorting_network(kind, n, k)` that can change what ends on the wires of ranks
+    0..k-1 (wires n-1, ..., n-k), in their layers; layers left empty are dropped. The rest only move
+    values that never reach those wires, so the k wires end exactly as after the whole network (e.g.
+    bitonic on 100 wires for k = 5 keeps 1121 of its 1334 comparators, odd-even 2694 of 4950)."""
+    check_k(k, n)
+    needed = set(range(n - k, n))
+    kept_layers = []
+    for layer in reversed(sorting_network(kind, n, k)):
+        kept = tuple(c for c in layer if c[0] in needed or c[1] in needed)
+        if kept:
+            needed.update(wire for comparator in kept for wire in comparator)
+            kept_layers.append(kept)
+    return tuple(reversed(kept_layers))
+
+
 # A plain dict, not functools.cache: torch.compile then reads a built network instead of tracing the build.
 _NETWORKS: dict[tuple[str, int, int | None], Network] = {}
 

@@ -67,7 +67,9 @@ def test_torchrun_two_cpu_processes(tmp_path, monkeypatch, capsys):
     single = tmp_path / "single"
     assert cli.main([*FINETUNE.split(), "--out", str(single), "--no-progress"]) == 0
     capsys.readouterr()
-    for two, one in zip(_log(finetune), _log(single), strict=True):
+    # The shards' sums round differently from the whole batch's; after the first epoch the runs may
+    # drift further apart, since the top-m preselection is discontinuous where two logits nearly tie.
+    for epoch, (two, one) in enumerate(zip(_log(finetune), _log(single), strict=True)):
         for key in ("train_loss", "val_loss", "test_loss"):
-            assert two[key] == pytest.approx(one[key], rel=1e-4)
+            assert two[key] == pytest.approx(one[key], rel=1e-5 if epoch == 0 else 1e-3)
         assert two["val_top1"] == one["val_top1"] and two["test_top5"] == one["test_top5"]

@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..networks import sorting_network
+from ..networks import top_ranks_network
 from ..sigmoids import _ART_EPS, DISTRIBUTIONS, SIGMOIDS, Distribution
 
 Tensor = torch.Tensor
@@ -93,7 +93,7 @@ class _Tables:
 
 @lru_cache(maxsize=256)
 def _tables(kind: str, n: int, k: int, device: torch.device) -> _Tables:
-    network = sorting_network(kind, n, k)
+    network = top_ranks_network(kind, n, k)
     width = triton.next_power_of_2(max((len(layer) for layer in network), default=1))
     padding = [0] * width
     pairs = [[([lo for lo, _ in layer] + padding)[:width], ([hi for _, hi in layer] + padding)[:width]]

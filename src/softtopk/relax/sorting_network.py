@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_choice
-from ..networks import sorting_network
+from ..networks import top_ranks_network
 from ..sigmoids import DISTRIBUTIONS, Distribution
 from .relaxation import Relaxation, masked_items
 
@@ -47,7 +47,7 @@ class _Plan:
 def _plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
     layout = list(range(n))  # layout[p] = wire at position p
     gathers, inverse_gathers, sizes = [], [], []
-    for layer in sorting_network(kind, n, k):
+    for layer in top_ranks_network(kind, n, k):
         lows = [lo for lo, _ in layer]
         highs = [hi for _, hi in layer]
         busy = set(lows) | set(highs)
