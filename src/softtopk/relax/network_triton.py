@@ -238,15 +238,26 @@ def _log_cdf_and_hazard(u, SIGMOID: tl.constexpr):
 
 
 @triton.jit
+def _columns(B, BLOCK_B: tl.constexpr):
+    """This program's batch columns `[1, BLOCK_B]` (int64) and which of them exist."""
+    cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    return cols.to(tl.int64)[None, :], (cols < B)[None, :]
+
+
+@triton.jit
+def _rows(p0, WIDTH: tl.constexpr):
+    """Rows p0, ..., p0 + WIDTH - 1 as a column `[WIDTH, 1]` (int64)."""
+    return (p0 + tl.arange(0, WIDTH)).to(tl.int64)[:, None]
+
+
+@triton.jit
 def _copy(dst, dst_sp, dst_sc, dst_sb, src, src_sp, src_sc, src_sb, rows, fill, channels, n, B,
           FLIP_SRC: tl.constexpr, FLIP_DST: tl.constexpr, WIDTH: tl.constexpr, BLOCK_B: tl.constexpr):
     """dst[p, c, b] = src[p, c, b] for p < rows, 0 for rows <= p < fill (c < channels), on this
     program's columns; a flipped side reads row p as row n - 1 - p (ranks from wires). Any strides."""
-    cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    b_ok = (cols < B)[None, :]
-    cols = cols.to(tl.int64)[None, :]
+    cols, b_ok = _columns(B, BLOCK_B)
     for p0 in range(0, fill, WIDTH):
-        p = (p0 + tl.arange(0, WIDTH)).to(tl.int64)[:, None]
+        p = _rows(p0, WIDTH)
         into = (p < fill) & b_ok
         src_row = n - 1 - p if FLIP_SRC else p
         dst_row = n - 1 - p if FLIP_DST else p
@@ -262,11 +273,9 @@ def _start_from_scores(work, C, scores, s_sp, s_sb, items, i_sj, i_sb, n, J, B, 
     """The state of the one-item path from scores `[n, B]` and items `[J, B]` (any strides): on wire
     p the value (0 where masked), the mask, and per item j a mass of 1 (log: 0) if p is the item,
     else 0 (log: -inf)."""
-    cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    b_ok = (cols < B)[None, :]
-    cols = cols.to(tl.int64)[None, :]
+    cols, b_ok = _columns(B, BLOCK_B)
     for p0 in range(0, n, WIDTH):
-        p = (p0 + tl.arange(0, WIDTH)).to(tl.int64)[:, None]
+        p = _rows(p0, WIDTH)
         ok = (p < n) & b_ok
         x = tl.load(scores + p * s_sp + cols * s_sb, mask=ok, other=0.0)
         masked = x == -float("inf")
@@ -283,11 +292,9 @@ def _start_from_scores(work, C, scores, s_sp, s_sb, items, i_sj, i_sb, n, J, B, 
 def _scores_gradient(grad_scores, g_sp, g_sb, grad, C, scores, s_sp, s_sb, n, B, WIDTH: tl.constexpr,
                      BLOCK_B: tl.constexpr):
     """grad_scores[p, b] = the values' gradient on wire p, 0 where the score is masked (any strides)."""
-    cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    b_ok = (cols < B)[None, :]
-    cols = cols.to(tl.int64)[None, :]
+    cols, b_ok = _columns(B, BLOCK_B)
     for p0 in range(0, n, WIDTH):
-        p = (p0 + tl.arange(0, WIDTH)).to(tl.int64)[:, None]
+        p = _rows(p0, WIDTH)
         ok = (p < n) & b_ok
         masked = tl.load(scores + p * s_sp + cols * s_sb, mask=ok, other=0.0) == -float("inf")
         g = tl.load(grad + p * C * B + cols, mask=ok, other=0.0)
@@ -299,13 +306,12 @@ def _layer_tile(pairs, starts, layer, C, S, B, WIDTH: tl.constexpr, BLOCK_B: tl.
     """Layer `layer` as a tile `[WIDTH, BLOCK_B]` of comparators x columns: the offsets of channel 0
     of the min and max wires and of slot 0 of the saved rows, and which elements are real."""
     j = tl.arange(0, WIDTH)
-    cols = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols, b_ok = _columns(B, BLOCK_B)
     first = tl.load(starts + layer)
     j_ok = j < tl.load(starts + layer + 1) - first
     lo = tl.load(pairs + (2 * layer) * WIDTH + j, mask=j_ok, other=0).to(tl.int64)
     hi = tl.load(pairs + (2 * layer + 1) * WIDTH + j, mask=j_ok, other=0).to(tl.int64)
-    ok = j_ok[:, None] & (cols < B)[None, :]
-    cols = cols.to(tl.int64)[None, :]
+    ok = j_ok[:, None] & b_ok
     row = (first + j).to(tl.int64)[:, None] * S * B + cols
     return lo[:, None] * C * B + cols, hi[:, None] * C * B + cols, row, ok
 
