@@ -6,9 +6,9 @@ Triton backends, at the paper's three settings: the README's GPU table, countabl
 Triton runs under its interpreter (`TRITON_INTERPRET=1`, set here); a kernel launch counts as one op,
 the interpreter's own copies of the launch's arguments left out. Views are excluded, as in
 `bench_losses.py`. Each setting is counted twice: as the CPU runs it, and on the CUDA path, which
-the code takes wherever the host cannot read a tensor's values (`_checks.host_reads`; forced here):
-there the CPU's range check of the targets, its padded topk and its check for masked (-inf) logits
-are left out (CUDA leaves the range to the indexing ops' assertions and always takes the masked path).
+the code takes wherever `_checks.eager_cpu` says no (forced here): there the CPU's range check of the
+targets, its padded topk, its check for masked (-inf) logits and its square roots for t^-1/4 are left
+out (CUDA leaves the range to the indexing ops' assertions and always takes the masked path).
 """
 
 from __future__ import annotations
@@ -70,17 +70,17 @@ def count_ops(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> 
 
 @contextlib.contextmanager
 def cuda_path() -> Iterator[None]:
-    """Every softtopk module's `host_reads` answers False, as for CUDA tensors."""
-    original = _checks.host_reads
+    """Every softtopk module's `eager_cpu` answers False, as for CUDA tensors."""
+    original = _checks.eager_cpu
     modules = [module for name, module in sys.modules.items()
-               if name.startswith("softtopk") and getattr(module, "host_reads", None) is original]
+               if name.startswith("softtopk") and getattr(module, "eager_cpu", None) is original]
     for module in modules:
-        module.host_reads = lambda tensor: False
+        module.eager_cpu = lambda tensor: False
     try:
         yield
     finally:
         for module in modules:
-            module.host_reads = original
+            module.eager_cpu = original
 
 
 def main() -> None:

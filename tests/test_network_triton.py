@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from triton.runtime import interpreter  # noqa: E402
 
 import softtopk  # noqa: E402
-from softtopk import _checks, losses, targets  # noqa: E402
+from softtopk import _checks, losses, sigmoids, targets  # noqa: E402
 from softtopk.relax import relaxation  # noqa: E402
 from softtopk.relax import sorting_network as sn  # noqa: E402
 from softtopk.sigmoids import DISTRIBUTIONS  # noqa: E402
@@ -244,8 +244,8 @@ def test_loss_at_imagenet_1k(aten_ops, monkeypatch, capsys) -> None:
     for choice in ("torch", "triton", "triton on the CUDA path"):
         monkeypatch.setenv("SOFTTOPK_BACKEND", choice.split()[0])
         if choice.endswith("CUDA path"):
-            for module in (_checks, losses, targets, relaxation):
-                monkeypatch.setattr(module, "host_reads", lambda tensor: False)
+            for module in (_checks, losses, targets, relaxation, sigmoids):
+                monkeypatch.setattr(module, "eager_cpu", lambda tensor: False)
         x = logits.clone().requires_grad_()
         with aten_ops() as ops:
             loss = loss_fn(x, target)

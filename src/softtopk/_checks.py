@@ -9,10 +9,10 @@ from collections.abc import Callable
 import torch
 
 
-def host_reads(tensor: torch.Tensor) -> bool:
-    """Whether the host may read `tensor`'s values (to check them, or to pick a faster path) without
-    waiting for a device or breaking a compiled graph: a CPU tensor outside torch.compile. Elsewhere
-    the code takes a path that reads nothing back."""
+def eager_cpu(tensor: torch.Tensor) -> bool:
+    """Whether `tensor` is a CPU tensor outside torch.compile: there the host may read its values (to
+    check them, or to pick a path) without waiting for a device or breaking a compiled graph, and
+    the CPU's own fast paths apply. Elsewhere the code reads nothing back."""
     return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
@@ -73,7 +73,7 @@ def check_none(bad: torch.Tensor, message: str, detail: Callable[[], str] = str)
     """Raise ValueError(message + detail()) if any of `bad` is True. Where that would wait for the
     device, and under torch.compile, a device-side assertion with `message` instead (as
     `cross_entropy` makes)."""
-    if not host_reads(bad):
+    if not eager_cpu(bad):
         torch._assert_async(~bad.any(), message)
     elif bool(bad.any()):
         raise ValueError(message + detail())
@@ -82,7 +82,7 @@ def check_none(bad: torch.Tensor, message: str, detail: Callable[[], str] = str)
 def check_target_range(safe: torch.Tensor, classes: int, ignore_index: int) -> None:
     """Class indices in [0, classes), where `safe` holds the targets with `ignore_index` replaced."""
     message = f"target values must lie in [0, {classes}) or equal ignore_index = {ignore_index}"
-    if not host_reads(safe):
+    if not eager_cpu(safe):
         torch._assert_async(((safe >= 0) & (safe < classes)).all(), message)
     elif safe.numel():
         low, high = torch.aminmax(safe)

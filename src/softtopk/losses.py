@@ -17,7 +17,7 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, host_reads
+from ._checks import check_choice, eager_cpu
 from ._conventions import check_ignore_index, check_reduction, check_weight, flatten, reduce
 from .ranking import METHODS, check_relaxation, compute_dtype, relaxation
 from .targets import (
@@ -137,7 +137,7 @@ def _padding(logits: Tensor, k: int) -> int:
     """Columns of -inf to append before a topk of k on the CPU: its topk switches to a heap at
     C >= 64 k, which is faster from about 38 k columns on."""
     classes = logits.shape[1]
-    if not host_reads(logits) or not 38 * k <= classes < 64 * k:
+    if not eager_cpu(logits) or not 38 * k <= classes < 64 * k:
         return 0
     return 64 * k - classes
 
@@ -158,7 +158,7 @@ def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
     [M, C], [M, J] -> [M, m]"""
     j, pad = classes.shape[1], _padding(logits, m)
     with torch.no_grad():
-        if j == 1 and not pad and host_reads(logits):
+        if j == 1 and not pad and eager_cpu(logits):
             # No full-size copy, which costs more than a few small ops on the CPU: column i of the
             # others is column i of the top m, or i + 1 once the target has been passed.
             top = logits.topk(m, dim=1).indices

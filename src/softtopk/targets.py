@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_target_range, host_reads
+from ._checks import check_target_range, eager_cpu
 
 Tensor = torch.Tensor
 PROBABILITY_TOLERANCE = 1e-4  # rows of probability targets must sum to 1 within this
@@ -65,7 +65,7 @@ def checked_indices(target: Tensor, classes: int, ignore_index: int) -> tuple[Te
     it on the device, as cross_entropy's do."""
     ignored = target == ignore_index
     safe = target.masked_fill(ignored, 0)[:, None]
-    if host_reads(target) or torch.compiler.is_compiling():
+    if eager_cpu(target) or torch.compiler.is_compiling():
         check_target_range(safe, classes, ignore_index)
     return ignored, safe
 

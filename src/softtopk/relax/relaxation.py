@@ -23,7 +23,7 @@ from functools import partial
 
 import torch
 
-from .._checks import host_reads
+from .._checks import eager_cpu
 
 Tensor = torch.Tensor
 
@@ -57,7 +57,7 @@ class Relaxation:
 def masked_items(scores: Tensor) -> Tensor | None:
     """`scores == -inf` `[B, n]`, or None where no item is masked. The check is skipped (the mask is
     always returned) where it would wait for the device or break a compiled graph."""
-    if not host_reads(scores):
+    if not eager_cpu(scores):
         return scores == -torch.inf
     return scores == -torch.inf if scores.numel() and scores.amin() == -torch.inf else None
 

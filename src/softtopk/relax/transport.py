@@ -57,7 +57,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from .._checks import host_reads
+from .._checks import eager_cpu
 
 #: Relative column-marginal error at which the CPU iterations stop (the rows are exact).
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -140,7 +140,7 @@ def _transport(cost: Tensor, log_a: Tensor, log_b: Tensor, beta: float) -> tuple
     inverse_a = torch.where(real_a, 1 / a, 0.0)
     tiny, eps = torch.finfo(cost.dtype).tiny, torch.finfo(cost.dtype).eps
     tolerance = TOLERANCE.get(cost.dtype, TOLERANCE[torch.float32])
-    on_cpu = host_reads(cost)
+    on_cpu = eager_cpu(cost)
     warm_up = _warm_up(beta)
     schedule = [*warm_up, beta]
     cost = cost.transpose(1, 2).contiguous()  # [B, m, n]: contiguous reductions over the items
