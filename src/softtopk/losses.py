@@ -256,13 +256,12 @@ def class_losses(logits: Tensor, classes: Tensor, cfg: _Config) -> Tensor:
     return loss.masked_fill(masked, torch.inf)
 
 
-def _smoothing_term(logits: Tensor, weight: Tensor | None) -> Tensor:
-    """H(u, softmax(s)) = -(1/C) sum_c weight_c log softmax(s)_c, the label-smoothing term.  [M, C] -> [M]"""
-    scores = logits.to(compute_dtype(logits.dtype))
-    if weight is None:
-        return scores.logsumexp(1) - scores.mean(1)
-    w = weight.to(scores.dtype)
-    return (scores.logsumexp(1) * w.sum() - scores @ w) / scores.shape[1]
+def _smoothing_term(scores: Tensor, classes: Tensor, weight: Tensor | None) -> Tensor:
+    """H(u, softmax(s)) = -(1/C) sum_c weight_c log softmax(s)_c, the label-smoothing term: cross-entropy
+    at label smoothing 1, whose fused kernel is about twice as fast as a logsumexp and a mean (any
+    valid `classes [M]` serve, their term has weight 0).  [M, C] -> [M]"""
+    w = None if weight is None else weight.to(scores.dtype)
+    return F.cross_entropy(scores, classes, weight=w, label_smoothing=1.0, reduction="none")
 
 
 def _targets(scores: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int) -> Targets:
@@ -295,7 +294,7 @@ def topk_loss(
         losses = class_losses(scores, t.classes, cfg)
         rows = t.rows(losses)
         if cfg.label_smoothing > 0:
-            smooth = t.smoothing(_smoothing_term(scores, weight))
+            smooth = t.smoothing(_smoothing_term(scores, t.classes[:, 0], weight))
             rows = (1 - cfg.label_smoothing) * rows + cfg.label_smoothing * smooth
     return reduce(rows, reduction, shape, t.count)
 
