@@ -5,10 +5,11 @@ Triton backends, at the paper's three settings: the README's GPU table, countabl
 
 Triton runs under its interpreter (`TRITON_INTERPRET=1`, set here); a kernel launch counts as one op,
 the interpreter's own copies of the launch's arguments left out. Views are excluded, as in
-`bench_losses.py`. Each setting is counted twice: as the CPU runs it, and on the CUDA path, which
-the code takes wherever `_checks.eager_cpu` says no (forced here): there the CPU's range check of the
-targets, its padded topk, its check for masked (-inf) logits and its square roots for t^-1/4 are left
-out (CUDA leaves the range to the indexing ops' assertions and always takes the masked path).
+`bench_losses.py`. Each setting is counted twice: as the CPU runs it, and on the CUDA path, which the
+code takes wherever `_checks.eager_cpu` says no (forced here by `_checks.device_path`): there the
+CPU's range check of the targets, its padded topk, its check for masked (-inf) logits and its square
+roots for t^-1/4 are left out (CUDA leaves the range to the indexing ops' assertions and always
+takes the masked path).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import os
 os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
 
 import contextlib  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -68,21 +68,6 @@ def count_ops(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> 
     return watch.ops
 
 
-@contextlib.contextmanager
-def cuda_path() -> Iterator[None]:
-    """Every softtopk module's `eager_cpu` answers False, as for CUDA tensors."""
-    original = _checks.eager_cpu
-    modules = [module for name, module in sys.modules.items()
-               if name.startswith("softtopk") and getattr(module, "eager_cpu", None) is original]
-    for module in modules:
-        module.eager_cpu = lambda tensor: False
-    try:
-        yield
-    finally:
-        for module in modules:
-            module.eager_cpu = original
-
-
 def main() -> None:
     network_triton._forward_kernel = _CountedKernel(network_triton._forward_kernel)
     network_triton._backward_kernel = _CountedKernel(network_triton._backward_kernel)
@@ -94,7 +79,7 @@ def main() -> None:
         logits = torch.randn(batch, classes, requires_grad=True)
         target = torch.randint(0, classes, (batch,))
         where = f"m {m}" if m else "all classes"
-        for path, context in (("CPU", contextlib.nullcontext), ("CUDA", cuda_path)):
+        for path, context in (("CPU", contextlib.nullcontext), ("CUDA", _checks.device_path)):
             with context():
                 row = [count_ops(F.cross_entropy, logits, target)]
                 for method in ("bitonic", "splitter_selection"):

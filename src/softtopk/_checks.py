@@ -3,17 +3,32 @@ that names the argument and the form it expects."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
+
+_DEVICE_PATH = False  # set by `device_path`
 
 
 def eager_cpu(tensor: torch.Tensor) -> bool:
     """Whether `tensor` is a CPU tensor outside torch.compile: there the host may read its values (to
     check them, or to pick a path) without waiting for a device or breaking a compiled graph, and
     the CPU's own fast paths apply. Elsewhere the code reads nothing back."""
-    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+    return not _DEVICE_PATH and tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+@contextlib.contextmanager
+def device_path() -> Iterator[None]:
+    """Within it `eager_cpu` answers False: CPU tensors take the code path of GPU tensors, which the
+    tests and `benchmarks/count_ops.py` check and count on a machine without a GPU."""
+    global _DEVICE_PATH
+    before, _DEVICE_PATH = _DEVICE_PATH, True
+    try:
+        yield
+    finally:
+        _DEVICE_PATH = before
 
 
 def check_scores(scores: object, name: str = "scores") -> torch.Tensor:
