@@ -16,12 +16,14 @@ from softtopk.experiments.splits import Splits
 
 HERE = Path(__file__).parent
 # Runs `softtopk` with `tiny` (below) in place of the loaders; commands are separated by `--and`.
-WRAPPER = f"""
+WRAPPER = """
 import sys
-sys.path.insert(0, {str(HERE)!r})
+sys.path.insert(0, {here!r})
 from softtopk.experiments import cli
-from test_cli_distributed import tiny
+from test_cli_distributed import tiny, failing_report
 cli.load_data = tiny
+if {fail!r}:
+    cli.write_report = failing_report
 commands = " ".join(sys.argv[1:]).split(" --and ")
 sys.exit(max(cli.main(command.split()) for command in commands))
 """
@@ -39,21 +41,30 @@ def tiny(spec: dict) -> Splits:
     return Splits(x[:320], y[:320], x[320:], y[320:], 8)
 
 
+def failing_report(*args, **kwargs):
+    raise RuntimeError("the report failed")
+
+
+def _torchrun(tmp_path: Path, commands: str, fail: bool = False) -> subprocess.CompletedProcess:
+    """`torchrun` of two processes running `commands` (see WRAPPER); with `fail`, writing a report fails."""
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER.format(here=str(HERE), fail=fail))
+    src = str(Path(cli.__file__).parents[2])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(wrapper),
+         *commands.split()], env=env, capture_output=True, text=True, timeout=120)
+
+
 def _log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
 def test_torchrun_two_cpu_processes(tmp_path, monkeypatch, capsys):
-    wrapper = tmp_path / "wrapper.py"
-    wrapper.write_text(WRAPPER)
-    src = str(Path(cli.__file__).parents[2])
-    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
     train, finetune = tmp_path / "train", tmp_path / "finetune"
     commands = (f"train --width 2 --epochs 2 --batch-size 40 --out {train} --no-progress --and "
                 f"{FINETUNE} --out {finetune} --no-progress")
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(wrapper),
-         *commands.split()], env=env, capture_output=True, text=True, timeout=120)
+    result = _torchrun(tmp_path, commands)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("| Method |") == 2  # one table per command: only rank 0 reports
     for out in (train, finetune):
@@ -73,3 +84,14 @@ def test_torchrun_two_cpu_processes(tmp_path, monkeypatch, capsys):
         for key in ("train_loss", "val_loss", "test_loss"):
             assert two[key] == pytest.approx(one[key], rel=1e-5 if epoch == 0 else 1e-3)
         assert two["val_top1"] == one["val_top1"] and two["test_top5"] == one["test_top5"]
+
+
+def test_torchrun_failing_process_ends_the_job(tmp_path):
+    # The main process fails writing the report while the other one waits for it at the command's end:
+    # the job ends with the error (and the next command does not start) instead of waiting forever.
+    finetune = tmp_path / "finetune"
+    result = _torchrun(tmp_path, f"{FINETUNE} --epochs 1 --out {tmp_path / 'train'} --no-progress --and "
+                                 f"{FINETUNE} --out {finetune} --no-progress", fail=True)
+    assert result.returncode != 0
+    assert "RuntimeError: the report failed" in result.stderr
+    assert not finetune.exists()

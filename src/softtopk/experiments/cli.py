@@ -22,7 +22,7 @@ from .config import check_given, make_config
 from .datasets import data_spec, for_protocol, load_data
 from .defaults import PAPER
 from .defaults_table import describe
-from .distributed import Group, join
+from .distributed import Group, join, leave
 from .loss_factory import METHODS
 from .options import BY_NAME, GROUPS, PROTOCOLS, Option, check_value, options_for, parse_text, with_flags
 from .progress import Progress
@@ -351,11 +351,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(error).split())
         print(f"softtopk {args.command}: error: {message}", file=sys.stderr)
         return 2
+    status = None  # stays None when the command fails: then the other processes are not waited for
     try:
-        return job()
+        status = job()
     except LockError as error:  # the run folder's lock was taken meanwhile
         print(f"softtopk {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+        status = 2
     except KeyboardInterrupt:
         print(f"softtopk {args.command}: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        leave(finished=status is not None)
+    return status

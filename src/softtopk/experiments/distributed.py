@@ -6,7 +6,6 @@ of `world` near-equal slices, so the data a run sees does not depend on the numb
 
 from __future__ import annotations
 
-import atexit
 import os
 from dataclasses import dataclass
 
@@ -48,14 +47,36 @@ class Group:
         return bool(flag.item())
 
 
+_joined = 0  # process groups this process has joined (the same count on every process)
+
+
 def join(device: str) -> Group:
     """Join the process group that `torchrun` describes in the environment (`WORLD_SIZE` > 1), with
-    nccl on CUDA and gloo on the CPU; a single process needs no group. The group lives until the
-    process exits, so that several commands in one process share it."""
+    nccl on CUDA and gloo on the CPU; a single process needs no group. Every command joins its own
+    group and leaves it at its end (`leave`); each group keeps its addresses under its own prefix in
+    torchrun's store, as a later group must not find an earlier one's (closed) addresses there."""
+    global _joined
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Group()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        atexit.register(dist.destroy_process_group)
+        store, rank, world = next(dist.rendezvous("env://"))
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world,
+                                store=dist.PrefixStore(f"softtopk/{_joined}", store))
+        _joined += 1
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def leave(finished: bool) -> None:
+    """Leave the process group joined by `join`, if any. After a finished command every process first
+    waits for all others, so that none exits or starts its next command while another still works
+    (e.g. the main one writing the report); then each one destroys its part of the group. After a
+    failure there is no wait: the group goes at once, so the other processes' pending or next
+    collectives fail instead of waiting for this one, and torchrun ends the job."""
+    if not dist.is_initialized():
+        return
+    try:
+        if finished:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
