@@ -47,7 +47,8 @@ class Group:
         return bool(flag.item())
 
 
-_joined = 0  # process groups this process has joined (the same count on every process)
+_joined = 0  # process groups this process has created (the same count on every process)
+_created = False  # whether `join` created the group in use (a group made elsewhere is left alone)
 
 
 def join(device: str) -> Group:
@@ -55,7 +56,7 @@ def join(device: str) -> Group:
     nccl on CUDA and gloo on the CPU; a single process needs no group. Every command joins its own
     group and leaves it at its end (`leave`); each group keeps its addresses under its own prefix in
     torchrun's store, as a later group must not find an earlier one's (closed) addresses there."""
-    global _joined
+    global _joined, _created
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Group()
@@ -63,20 +64,22 @@ def join(device: str) -> Group:
         store, rank, world = next(dist.rendezvous("env://"))
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world,
                                 store=dist.PrefixStore(f"softtopk/{_joined}", store))
-        _joined += 1
+        _joined, _created = _joined + 1, True
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def leave(finished: bool) -> None:
-    """Leave the process group joined by `join`, if any. After a finished command every process first
+    """Leave the process group that `join` created, if any. After a finished command every process first
     waits for all others, so that none exits or starts its next command while another still works
     (e.g. the main one writing the report); then each one destroys its part of the group. After a
     failure there is no wait: the group goes at once, so the other processes' pending or next
     collectives fail instead of waiting for this one, and torchrun ends the job."""
-    if not dist.is_initialized():
+    global _created
+    if not _created:
         return
     try:
         if finished:
             dist.barrier()
     finally:
         dist.destroy_process_group()
+        _created = False
