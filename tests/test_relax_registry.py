@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from softtopk.experiments.loss_factory import METHODS as COMMAND_LINE_METHODS
 
 import softtopk
-from softtopk.experiments.loss_factory import METHODS as COMMAND_LINE_METHODS
 from softtopk.relax import METHODS, RELAXATIONS
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
