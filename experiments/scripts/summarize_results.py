@@ -18,13 +18,8 @@ import json
 import statistics
 from pathlib import Path
 
-from softtopk_experiments.results.report import (
-    METRICS,
-    SOFTMAX,
-    metric_difference,
-    setting_groups,
-    shown_settings,
-)
+from softtopk_experiments.results.names import RESULTS_JSON, SWEEP, TABLE_METRICS
+from softtopk_experiments.results.report import SOFTMAX, metric_difference, setting_groups, shown_settings
 
 
 def _label(result: dict, shown: list[str]) -> str:
@@ -36,11 +31,11 @@ def _label(result: dict, shown: list[str]) -> str:
 
 def _cell(group: list[dict], baseline: list[dict] | None) -> str:
     if group[0]["method"] == SOFTMAX:
-        return " / ".join(f"{100 * statistics.fmean(r[m] for r in group):.2f}" for m in METRICS)
+        return " / ".join(f"{100 * statistics.fmean(r[m] for r in group):.2f}" for m in TABLE_METRICS)
     if baseline is None:
         return "–"
     parts = []
-    for metric in METRICS:
+    for metric in TABLE_METRICS:
         diffs, significant = metric_difference(group, baseline, metric)
         if not diffs:
             return "–"
@@ -50,8 +45,8 @@ def _cell(group: list[dict], baseline: list[dict] | None) -> str:
 
 def summarize(folders: list[Path]) -> str:
     """The Markdown table: a row per setting, a column per folder's data set."""
-    sweeps = {json.loads((folder / "sweep.json").read_text())["data"]["name"]:
-              json.loads((folder / "results.json").read_text()) for folder in folders}
+    sweeps = {json.loads((folder / SWEEP).read_text())["data"]["name"]:
+              json.loads((folder / RESULTS_JSON).read_text()) for folder in folders}
     shown = list(dict.fromkeys(key for results in sweeps.values() for key in shown_settings(results)))
     rows: dict[str, dict[str, str]] = {}
     for name, results in sweeps.items():

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import softtopk
+from softtopk_experiments import cli
 from softtopk_experiments.cli import main
 from softtopk_experiments.settings.defaults_table import describe
 from softtopk_experiments.settings.options import options_for
@@ -113,9 +114,11 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
 @pytest.mark.parametrize(("argv", "message"), [
     (["finetune", "--method", "quicksort"], "argument --method: invalid choice: 'quicksort'"),
     (["finetune", "--p-k", ".5,0,x"], "argument --p-k: must be comma-separated probabilities"),
-    (["finetune", "--p-k", ".5,.6"], "argument --p-k: must be probabilities >= 0 that sum to 1"),
+    (["finetune", "--p-k", ".5,.6"], "--p-k must sum to 1"),
     (["finetune", "--method", "bitonic"], "--method bitonic needs --p-k"),
-    (["finetune", "--p-k", ".5,.5"], "--method softmax is plain cross-entropy and needs --p-k = 1,0,"),
+    (["finetune", "--p-k", ".5,.5"], "--method softmax is plain cross-entropy and needs p_k = [1, 0, ...]"),
+    (["finetune", "--method", "bitonic", "--p-k", "0,1", "--inverse-temperature", "-1"],
+     "--inverse-temperature must be finite and > 0, got -1.0"),
     (["finetune", "--method", "smooth_topk", "--p-k", ".5,0,0,0,.5"], "--p-k must be one-hot"),
     (["finetune", "--method", "bitonic", "--p-k", "0,1", "--top-m", "2"], "--top-m must be greater than K"),
     (["finetune", "--method", "bitonic", "--p-k", "0,1", "--distribution", "weird"],
@@ -129,7 +132,7 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["finetune", "--mixup", ".2"], "unrecognized arguments: --mixup"),
     (["finetune", "--width", "4"], "unrecognized arguments: --width"),
     (["finetune", "--lr", "-1"], "argument --lr: must be > 0, got -1"),
-    (["finetune", "--label-smoothing", "1"], "argument --label-smoothing: must be in [0, 1)"),
+    (["finetune", "--label-smoothing", "1.5"], "--label-smoothing must lie in [0, 1.0], got 1.5"),
     (["finetune", "--val-size", "0"], "argument --val-size: must be a fraction in (0, 1) or a whole count"),
     (["finetune", "--val-size", "-0.2"], "argument --val-size: must be a fraction in (0, 1)"),
     (["finetune", "--val-size", "1.5"], "argument --val-size: must be a fraction in (0, 1) or a whole count"),
@@ -289,7 +292,8 @@ def test_help_states_every_default_and_the_defaults_table(capsys, protocol):
     for entry in re.split(r"\n(?=  -)", text.split("options:", 1)[1].split("defaults:", 1)[0]):
         if entry.strip():
             entries[entry.split()[0].rstrip(",")] = " ".join(entry.split())
-    flags = [o.flag for o in options_for(protocol)] + ["--out", "--resume", "--device", "--threads",
+    flags = [cli.flags(o.name)[0] for o in options_for(protocol)] + ["--out", "--resume", "--device",
+                                                                     "--threads",
                                                        "--no-progress", "--data"] + (
         ["--data-dir"] if protocol == "train" else [])
     for flag in flags:
@@ -309,20 +313,27 @@ def test_version(capsys):
     assert exit.value.code == 0 and capsys.readouterr().out == f"softtopk {softtopk.__version__}\n"
 
 
-def test_without_the_experiments_extra_one_line_names_the_install(monkeypatch, capsys, tmp_path):
+def test_without_a_dependency_one_line_names_the_install(monkeypatch, capsys, tmp_path):
     from importlib import metadata
 
-    version = metadata.version
+    version, requires = metadata.version, metadata.requires
 
     def without_tqdm(name):
         if name.lower() == "tqdm":
             raise metadata.PackageNotFoundError(name)
         return version(name)
 
+    def requirements(name):  # as installed (a source tree has no metadata to check against)
+        if name == cli.DISTRIBUTION:
+            return ["softtopk", "tqdm>=4", "sentence-transformers; extra == 'encoder'"]
+        return requires(name)
+
     monkeypatch.setattr(metadata, "version", without_tqdm)
+    monkeypatch.setattr(metadata, "requires", requirements)
     assert main(["finetune", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "missing: tqdm" in err and "pip install 'softtopk[experiments]'" in err
+    assert err.count("\n") == 1 and "needs tqdm (dependencies of softtopk-experiments)" in err
+    assert "pip install tqdm" in err
     assert not (tmp_path / "run").exists()
 
 

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softtopk_experiments.data.splits import Splits
-from softtopk_experiments.settings.losses import METHODS, NETWORK_METHODS
+from softtopk_experiments.settings import options
+from softtopk_experiments.settings.losses import METHODS
 from softtopk_experiments.settings.options import BY_NAME, applies, options_for
 from softtopk_experiments.settings.paper_defaults import (
     PAPER,
@@ -20,8 +21,7 @@ from softtopk_experiments.settings.paper_defaults import (
 
 
 def _resolve(protocol="finetune", setting="imagenet1k", given=None, overrides=None, rule=None):
-    return resolve(protocol, PAPER[setting], given or {}, overrides or {}, "data set x", rule,
-                   NETWORK_METHODS)
+    return resolve(protocol, PAPER[setting], given or {}, overrides or {}, "data set x", rule)
 
 
 def test_the_papers_settings():
@@ -52,22 +52,22 @@ def test_every_method_resolves_to_a_complete_setting(method):
     for protocol, setting in (("finetune", "imagenet1k"), ("train", "cifar100")):
         p_k = {} if method == "softmax" else {"p_k": (0.0, 0.0, 0.0, 0.0, 1.0)}
         values, sources = _resolve(protocol, setting, {"method": method, **p_k})
-        expected = {o.name for o in options_for(protocol) if applies(o, method, NETWORK_METHODS)}
+        expected = {o.name for o in options_for(protocol) if applies(o, method)}
         assert set(values) == set(sources) == expected
         for key, value in values.items():
             assert BY_NAME[key].problem(value) is None, (key, value)
 
 
-def test_a_method_without_a_paper_setting_takes_the_generic_defaults():
+def test_a_method_without_a_paper_setting_takes_the_generic_defaults(monkeypatch):
     """A relaxation the library adds later (here a network and a non-network) needs no edit."""
+    monkeypatch.setattr(options, "NETWORK_METHODS", (*options.NETWORK_METHODS, "new_net"))
     values, sources = resolve("finetune", PAPER["imagenet1k"], {"method": "new_net", "p_k": (1.0,)}, {}, "",
-                              None, (*NETWORK_METHODS, "new_net"))
+                              None)
     assert [values[k] for k in ("inverse_temperature", "distribution", "art_lambda")] == [1.0, "logistic_phi",
                                                                                           0.5]
     assert sources["inverse_temperature"] == "generic default"
     assert values["m"] == 16 and sources["m"] == "paper: ImageNet-1K fine-tuning"  # the protocol's apply
-    values, _ = resolve("finetune", PAPER["imagenet1k"], {"method": "new_rank", "p_k": (1.0,)}, {}, "", None,
-                        NETWORK_METHODS)
+    values, _ = resolve("finetune", PAPER["imagenet1k"], {"method": "new_rank", "p_k": (1.0,)}, {}, "", None)
     assert values["inverse_temperature"] == 1.0 and "distribution" not in values
 
 
@@ -120,5 +120,5 @@ def test_the_lr_rule_follows_the_scale_of_the_features(scale):
 
 
 def test_the_lr_rule_refuses_zero_features():
-    with pytest.raises(ValueError, match="give --lr"):
+    with pytest.raises(ValueError, match="give `lr`"):
         rule_lr(torch.zeros(5, 3))

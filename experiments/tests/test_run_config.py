@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
+from softtopk import TopKCrossEntropyLoss
 from softtopk_experiments.data.splits import Splits
-from softtopk_experiments.settings.run_config import RunConfig, check_fits, check_given, make_config
+from softtopk_experiments.settings.run_config import RunConfig, applying, check_fits, check_given, make_config
 
 WORDNET = {"name": "wordnet"}
 
@@ -27,9 +28,9 @@ def _images(n=48, c=6) -> Splits:
     return Splits(x[:n], y[:n], x[n:], y[n:], c)
 
 
-def _config(given, protocol="finetune", spec=WORDNET, splits=None, cli=False) -> RunConfig:
+def _config(given, protocol="finetune", spec=WORDNET, splits=None) -> RunConfig:
     return make_config(protocol, spec, splits or (_features() if protocol == "finetune" else _images()),
-                       check_given(protocol, given, cli=cli), cli=cli)
+                       check_given(protocol, given))
 
 
 def test_defaults_are_resolved_and_their_sources_recorded():
@@ -62,34 +63,40 @@ def test_identity_leaves_out_epochs_and_sources():
     assert a.identity() != _config({"method": "softmax", "seed": 1}).identity()
 
 
-def test_an_option_that_does_not_apply_is_an_error_on_the_command_line():
-    with pytest.raises(ValueError, match=r"--inverse-temperature does not apply to --method softmax "
+def test_an_option_that_does_not_apply_is_an_error():
+    with pytest.raises(ValueError, match=r"`inverse_temperature` does not apply to `method` softmax "
                                          r"\(it is a setting of the relaxations\)"):
-        _config({"method": "softmax", "inverse_temperature": 2.0}, cli=True)
-    with pytest.raises(ValueError, match=r"--distribution does not apply to --method neuralsort \(it is a "
+        _config({"method": "softmax", "inverse_temperature": 2.0})
+    with pytest.raises(ValueError, match=r"`distribution` does not apply to `method` neuralsort \(it is a "
                                          r"setting of the sorting networks \(bitonic"):
-        _config({"method": "neuralsort", "p_k": [0, 1], "distribution": "cauchy"}, cli=True)
+        _config({"method": "neuralsort", "p_k": [0, 1], "distribution": "cauchy"})
     # its default is harmless; in a sweep file a method setting applies to the methods that use it
-    assert _config({"method": "softmax", "label_smoothing": 0.0}, cli=True).label_smoothing == 0.0
-    assert "inverse_temperature" not in _config({"method": "softmax", "inverse_temperature": 2.0}).settings
+    assert _config({"method": "softmax", "label_smoothing": 0.0}).label_smoothing == 0.0
+    given = {"method": "softmax", "inverse_temperature": 2.0, "epochs": 3}
+    assert applying(given) == {"method": "softmax", "epochs": 3}
+    assert "inverse_temperature" not in _config(applying(given)).settings
 
 
-@pytest.mark.parametrize("cli", [False, True])
-def test_smooth_topk_takes_no_label_smoothing_or_mixed_targets(cli):
+def test_the_loss_is_built_once_with_the_config():
+    config = _config({"method": "bitonic", "p_k": [0.5, 0, 0, 0, 0.5]})
+    assert isinstance(config.loss, TopKCrossEntropyLoss) and "m=16" in repr(config.loss)
+    assert config == _config({"method": "bitonic", "p_k": [0.5, 0, 0, 0, 0.5]})  # not part of the identity
+
+
+def test_smooth_topk_takes_no_label_smoothing_or_mixed_targets():
     for key, protocol in (("label_smoothing", "finetune"), ("mixup", "train"), ("cutmix", "train")):
-        flag = "--" + key.replace("_", "-") if cli else key
-        message = f"{flag} does not apply to .*smooth_topk.*softmax and the relaxations"
+        message = f"`{key}` does not apply to .*smooth_topk.*softmax and the relaxations"
         with pytest.raises(ValueError, match=message):
             _config({"method": "smooth_topk", "p_k": [0, 1], key: 0.1}, protocol,
-                    {"name": "glyphs"} if protocol == "train" else WORDNET, cli=cli)
+                    {"name": "glyphs"} if protocol == "train" else WORDNET)
 
 
 @pytest.mark.parametrize(("given", "protocol", "error", "message"), [
     ({"colour": 1}, "finetune", ValueError, "unknown option 'colour'"),
-    ({"width": 4}, "finetune", ValueError, "width is an option of train, not of finetune"),
-    ({"mixup": 0.2}, "finetune", ValueError, "mixup is an option of train, not of finetune"),
-    ({"method": "heapsort"}, "finetune", ValueError, "method must be one of softmax, bitonic"),
-    ({"lr": "fast"}, "finetune", TypeError, "lr must be a number"),
+    ({"width": 4}, "finetune", ValueError, "`width` is an option of train, not of finetune"),
+    ({"mixup": 0.2}, "finetune", ValueError, "`mixup` is an option of train, not of finetune"),
+    ({"method": "heapsort"}, "finetune", ValueError, "`method` must be one of softmax, bitonic"),
+    ({"lr": "fast"}, "finetune", TypeError, "`lr` must be a number"),
     ({}, "pretrain", ValueError, "command must be one of finetune, train"),
 ])
 def test_check_given_errors(given, protocol, error, message):
@@ -98,13 +105,18 @@ def test_check_given_errors(given, protocol, error, message):
 
 
 @pytest.mark.parametrize(("given", "message"), [
-    ({"method": "bitonic"}, "method bitonic needs p_k"),
+    ({"method": "bitonic"}, "`method` bitonic needs `p_k`"),
+    # the values of the loss: the library's checks and words
     ({"method": "softmax", "p_k": [0.5, 0.5]}, "method='softmax' is plain cross-entropy"),
-    ({"method": "smooth_topk", "p_k": [0.5, 0, 0, 0, 0.5]}, "p_k must be one-hot"),
+    ({"method": "bitonic", "p_k": [0.5, 0.6]}, "p_k must sum to 1"),
+    ({"method": "bitonic", "p_k": [0, 1], "inverse_temperature": -1.0}, "inverse_temperature must be finite"),
     ({"method": "bitonic", "p_k": [0, 1], "m": 2}, "m must be greater than K"),
     ({"method": "bitonic", "p_k": [0, 1], "distribution": "weird"}, "distribution must be one of"),
+    ({"method": "smooth_topk", "p_k": [0, 1], "tau": 0.0}, "tau must be finite and > 0"),
+    ({"label_smoothing": 1.5}, "label_smoothing must lie in"),
+    ({"method": "smooth_topk", "p_k": [0.5, 0, 0, 0, 0.5]}, "`p_k` must be one-hot"),
     ({"method": "bitonic", "p_k": [0] * 8 + [1]}, "K = 9 entries but the data has only 8 classes"),
-    ({"val_size": 300}, "val_size 300 gives 300 validation samples out of 300"),
+    ({"val_size": 300}, "`val_size` 300 gives 300 validation samples out of 300"),
 ])
 def test_settings_that_do_not_fit_are_refused_before_training(given, message):
     with pytest.raises(ValueError, match=message):

@@ -1,4 +1,4 @@
-"""The run folder: what --out may be, resuming, and the lock against concurrent runs."""
+"""The run folder: what `out` may be, resuming, and the lock against concurrent runs."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_new_and_empty_folders_start_a_run(tmp_path):
 
 def test_a_folder_holding_a_run(tmp_path):
     write_json(tmp_path / "config.json", {})
-    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+    with pytest.raises(ValueError, match="already holds a run; pass `resume`"):
         check_out(tmp_path, "run", resume=False)
     assert check_out(tmp_path, "run", resume=True) is True
     with pytest.raises(ValueError, match="holds a run, not a sweep"):
@@ -29,8 +29,8 @@ def test_a_folder_holding_a_run(tmp_path):
 
 
 @pytest.mark.parametrize(("make", "resume", "message"), [
-    ("nothing", True, "does not exist, so there is no run to resume; drop --resume"),
-    ("empty", True, "holds no run to resume; drop --resume"),
+    ("nothing", True, "does not exist, so there is no run to resume; drop `resume`"),
+    ("empty", True, "holds no run to resume; drop `resume`"),
     ("foreign", False, "is a folder with other files (notes.txt) and no softtopk run"),
     ("foreign", True, "is a folder with other files (notes.txt)"),
     ("file", False, "is a file; give a folder"),
@@ -60,7 +60,7 @@ def test_check_same_run(tmp_path):
     check_same_run(tmp_path, identity, epochs=9, checkpoint_epoch=None)  # epochs may grow
     with pytest.raises(ValueError, match=r"different configuration \(settings.seed: 0 there, 1 now\)"):
         check_same_run(tmp_path, {**identity, "settings": {"lr": 0.1, "seed": 1}}, 4, None)
-    with pytest.raises(ValueError, match="--epochs 3 is less than the 4 epochs"):
+    with pytest.raises(ValueError, match="`epochs` 3 is less than the 4 epochs"):
         check_same_run(tmp_path, identity, epochs=3, checkpoint_epoch=4)
 
 

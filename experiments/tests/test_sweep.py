@@ -99,12 +99,12 @@ def test_demo_runs_the_shipped_grid(tiny_data, tmp_path, capsys):
     ("command = 'pretrain'\n[[grid]]\nmethod = 'softmax'\n", "command must be one of finetune, train"),
     ("command = 'finetune'\nepochs = 3\n", "unknown key 'epochs'"),
     ("command = 'finetune'\n", "needs at least one [[grid]] block"),
-    ("command = 'finetune'\n[[grid]]\nmethod = 'heapsort'\np_k = [0, 1]\n", "method must be one of"),
+    ("command = 'finetune'\n[[grid]]\nmethod = 'heapsort'\np_k = [0, 1]\n", "`method` must be one of"),
     ("command = 'finetune'\n[[grid]]\nmethod = 'bitonic'\np_k = [0, 1]\nlearning_rate = 1\n",
      "unknown option 'learning_rate'"),
     ("command = 'finetune'\n[training]\nlr = 'fast'\n[[grid]]\nmethod = 'softmax'\n",
-     "lr must be a number"),
-    ("command = 'train'\n[[grid]]\nmethod = 'softmax'\nhidden = 3\n", "hidden is an option of finetune"),
+     "`lr` must be a number"),
+    ("command = 'train'\n[[grid]]\nmethod = 'softmax'\nhidden = 3\n", "`hidden` is an option of finetune"),
 ])
 def test_bad_sweep_files_exit_2(tiny_data, tmp_path, capsys, text, message, fails):
     config = tmp_path / "bad.toml"

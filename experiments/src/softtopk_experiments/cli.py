@@ -2,12 +2,14 @@
 
 Every command first checks its input, its run folder and loads its data, writing nothing; a problem
 there ends it with a one-line error on stderr and exit status 2. Then it takes the run folder's
-lock and trains, writing the folder.
+lock and trains, writing the folder. The layers below name settings by their names (`p_k`, as the
+library and the sweep files do); here, and only here, they become flags (`--p-k`): see `FLAGS`.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import textwrap
 import time
@@ -30,11 +32,11 @@ from softtopk_experiments.settings.options import (
     check_value,
     options_for,
     parse_text,
-    with_flags,
 )
 from softtopk_experiments.settings.paper_defaults import PAPER
-from softtopk_experiments.settings.run_config import check_given, make_config
+from softtopk_experiments.settings.run_config import make_config
 from softtopk_experiments.sweep import (
+    SweepError,
     cell_names,
     check_resumable,
     checkpoint_epoch,
@@ -48,7 +50,29 @@ from softtopk_experiments.training.progress import Progress
 from softtopk_experiments.training.trainer import Trainer
 
 Job = Callable[[], int]
-EXTRA = "experiments"
+DISTRIBUTION = "softtopk-experiments"
+# The flags of settings whose flag is not `--name-with-dashes`: not `--m`, which torchrun would take
+# for an abbreviation of one of its own options; `--seeds` reads better for several.
+FLAGS = {"m": ("--top-m",), "seed": ("--seed", "--seeds")}
+_NAMED = (*BY_NAME, "out", "resume")  # the names that messages of the layers below may use
+_LEADING_NAME = re.compile(r"^(\w+)(?:='([^']*)')?(?= )")  # how the library's messages start
+
+
+def flags(name: str) -> tuple[str, ...]:
+    """The command-line flags of setting `name`, the first the one that messages use."""
+    return FLAGS.get(name, ("--" + name.replace("_", "-"),))
+
+
+def in_flags(message: str) -> str:
+    """A message of the layers below in the command line's words: each setting they name in
+    backquotes (`p_k`), and the argument that starts a message of the library ("m must be ...",
+    "method='softmax' is ..."), as its flag ("--top-m must be ...", "--method softmax is ...")."""
+    message = re.sub(r"`(\w+)`", lambda m: flags(m[1])[0] if m[1] in _NAMED else m[0], message)
+    leading = _LEADING_NAME.match(message)
+    if leading and leading[1] in BY_NAME:
+        value = f" {leading[2]}" if leading[2] is not None else ""
+        message = flags(leading[1])[0] + value + message[leading.end():]
+    return message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,10 +109,10 @@ def _argument_type(option: Option) -> Callable[[str], object]:
         try:
             value = parse_text(option, text)
             if option.name == "seed":
-                return tuple(check_value("seed", seed, option.flag) for seed in value)
-            return check_value(option.name, value, option.flag)
+                return tuple(check_value("seed", seed) for seed in value)
+            return check_value(option.name, value)
         except (ValueError, TypeError) as error:
-            raise argparse.ArgumentTypeError(str(error).removeprefix(option.flag + " ")) from None
+            raise argparse.ArgumentTypeError(str(error).removeprefix(f"`{option.name}` ")) from None
 
     parse.__name__ = option.name  # argparse names the type in some messages
     return parse
@@ -97,7 +121,7 @@ def _argument_type(option: Option) -> Callable[[str], object]:
 def _add_option(group: argparse._ArgumentGroup, option: Option, default_text: str) -> None:
     help_text = f"{option.help} (default: {default_text})"
     choices = METHODS if option.name == "method" else option.choices
-    group.add_argument(*option.flags or (option.flag,), dest=option.name, type=_argument_type(option),
+    group.add_argument(*flags(option.name), dest=option.name, type=_argument_type(option),
                        choices=choices, metavar=option.metavar or (None if choices else option.name.upper()),
                        default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
 
@@ -241,19 +265,14 @@ def _given(args: argparse.Namespace, names) -> dict:
 
 def _setup_run(args: argparse.Namespace) -> Job:
     protocol = args.command
-    given = _given(args, (o.name for o in options_for(protocol)))
+    given = _given(args, (o.name for o in options_for(protocol)))  # each checked as it was parsed
     seeds = given.pop("seed", (0,))
-    checked = check_given(protocol, given, cli=True)
     spec = data_spec(protocol, args.data, getattr(args, "data_dir", None))
     out = _out(args, protocol)
     kind = "run" if len(seeds) == 1 else "sweep"
 
     def configs(splits: Splits):
-        try:
-            made = [make_config(protocol, spec, splits, {**checked, "seed": seed}, cli=True)
-                    for seed in seeds]
-        except (ValueError, TypeError) as error:
-            raise ValueError(with_flags(str(error))) from None
+        made = [make_config(protocol, spec, splits, {**given, "seed": seed}) for seed in seeds]
         return made, cell_names(made)
 
     return _plan(args, protocol, spec, out, kind, configs)
@@ -312,7 +331,7 @@ def _plan(args: argparse.Namespace, protocol: str, spec: dict, out: Path, kind: 
             if group.is_main:
                 print(table + "\n" + footer)
                 for warning in warnings:
-                    print(f"softtopk {args.command}: warning: {warning}", file=sys.stderr)
+                    print(f"softtopk {args.command}: warning: {in_flags(warning)}", file=sys.stderr)
             return 0
         finally:
             if held:
@@ -321,22 +340,20 @@ def _plan(args: argparse.Namespace, protocol: str, spec: dict, out: Path, kind: 
     return job
 
 
-def _missing_extra() -> list[str]:
-    """The distributions of the `experiments` extra that are not installed (per softtopk's metadata)."""
+def _missing_dependencies() -> list[str]:
+    """The dependencies of softtopk-experiments that are not installed (per its metadata)."""
     from importlib import metadata
 
     try:
-        requirements = metadata.requires("softtopk") or []
+        requirements = metadata.requires(DISTRIBUTION) or []
     except metadata.PackageNotFoundError:  # run from a source tree: nothing to check against
         return []
     missing = []
     for requirement in requirements:
         name, _, marker = requirement.partition(";")
-        if f'extra == "{EXTRA}"' not in marker.replace("'", '"'):
+        if "extra ==" in marker:
             continue
-        name = name.strip().split("[")[0]
-        for stop in "<>=!~ (":
-            name = name.split(stop)[0]
+        name = re.split(r"[<>=!~ (\[]", name.strip())[0]
         try:
             metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -346,23 +363,24 @@ def _missing_extra() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv[1:]); returns the exit status."""
-    missing = _missing_extra()
+    missing = _missing_dependencies()
     if missing:
-        print(f"softtopk: error: the command line needs the {EXTRA} extra (missing: {', '.join(missing)}); "
-              f"install it with: pip install 'softtopk[{EXTRA}]'", file=sys.stderr)
+        print(f"softtopk: error: the command line needs {', '.join(missing)} (dependencies of "
+              f"{DISTRIBUTION}); install them with: pip install {' '.join(missing)}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         job = args.setup(args)
-    except (ValueError, TypeError) as error:  # bad input, including softtopk's DataError
+    except (ValueError, TypeError) as error:  # bad input, including the data's DataError
         message = " ".join(str(error).split())
+        message = message if isinstance(error, SweepError) else in_flags(message)
         print(f"softtopk {args.command}: error: {message}", file=sys.stderr)
         return 2
     try:
         return job()
     except LockError as error:  # the run folder's lock was taken meanwhile
-        print(f"softtopk {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"softtopk {args.command}: error: {in_flags(' '.join(str(error).split()))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"softtopk {args.command}: interrupted; continue with --resume", file=sys.stderr)

@@ -35,16 +35,32 @@ from pathlib import Path
 from softtopk_experiments.data.records import data_spec
 from softtopk_experiments.data.splits import Splits
 from softtopk_experiments.files import load_checkpoint, read_json, write_json, write_text
+from softtopk_experiments.results.names import (
+    BARS,
+    CELLS,
+    CHECKPOINT,
+    CONFIG,
+    CURVES,
+    LOG,
+    RESULTS_CSV,
+    RESULTS_JSON,
+    RESULTS_MD,
+    SUMMARY,
+    SWEEP,
+    TABLE_METRICS,
+)
 from softtopk_experiments.results.report import legend, markdown_table, plot_bars, plot_curves, write_csv
 from softtopk_experiments.results.run_folder import check_same_run, read_stored
 from softtopk_experiments.results.summary import ADVICE, still_improving_warning
 from softtopk_experiments.settings.losses import display_name, format_p_k
-from softtopk_experiments.settings.run_config import RunConfig, check_given, make_config
+from softtopk_experiments.settings.run_config import RunConfig, applying, check_given, make_config
 from softtopk_experiments.training.distributed import Group
 from softtopk_experiments.training.progress import Progress
-from softtopk_experiments.training.trainer import CHECKPOINT, CONFIG, LOG, SUMMARY, Trainer
+from softtopk_experiments.training.trainer import Trainer
 
-SWEEP = "sweep.json"
+
+class SweepError(ValueError):
+    """A problem with a sweep file or one of its runs, told in the file's keys."""
 
 
 @dataclass(frozen=True)
@@ -70,14 +86,14 @@ def _read_toml(path: Path) -> dict:
         try:
             import tomli as tomllib
         except ModuleNotFoundError:
-            raise ValueError("reading a sweep file needs Python >= 3.11 (tomllib) or the tomli "
+            raise SweepError("reading a sweep file needs Python >= 3.11 (tomllib) or the tomli "
                              "package") from None
     try:
         return tomllib.loads(path.read_text())
     except OSError as error:
-        raise ValueError(f"cannot read sweep file {path}: {error.strerror}") from None
+        raise SweepError(f"cannot read sweep file {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"sweep file {path} is not valid TOML: {error}") from None
+        raise SweepError(f"sweep file {path} is not valid TOML: {error}") from None
 
 
 def _block_runs(block: dict) -> list[dict]:
@@ -101,23 +117,23 @@ def load_sweep(path: str | Path, data: str | None = None, data_dir: str | None =
     if not file.is_file():
         file = shipped_config(str(path)) or file
     if not file.is_file():
-        raise ValueError(f"sweep file {path} does not exist (nor is it a shipped config)")
+        raise SweepError(f"sweep file {path} does not exist (nor is it a shipped config)")
     doc = _read_toml(file)
     unknown = sorted(set(doc) - {"command", "data", "data_dir", "training", "grid", "description"})
     if unknown:
-        raise ValueError(f"sweep file {file}: unknown key {unknown[0]!r}")
+        raise SweepError(f"sweep file {file}: unknown key {unknown[0]!r}")
     protocol = doc.get("command")
     try:
         check_given(protocol, {})
     except ValueError as error:
-        raise ValueError(f"sweep file {file}: {error}") from None
+        raise SweepError(f"sweep file {file}: {error}") from None
     default_data = "wordnet" if protocol == "finetune" else "glyphs"
     spec = data_spec(protocol, data or doc.get("data", default_data), data_dir or doc.get("data_dir"))
     overrides = dict(overrides or {})
     seeds = overrides.pop("seed", None)
     blocks = doc.get("grid")
     if not isinstance(blocks, list) or not blocks:
-        raise ValueError(f"sweep file {file}: needs at least one [[grid]] block")
+        raise SweepError(f"sweep file {file}: needs at least one [[grid]] block")
     runs = []
     for block in blocks:
         block = {**doc.get("training", {}), **block, **overrides}
@@ -127,9 +143,9 @@ def load_sweep(path: str | Path, data: str | None = None, data_dir: str | None =
             for seed in (run.get("seed"),) if seeds is None else seeds:
                 given = {**run, **({} if seed is None else {"seed": seed})}
                 try:
-                    runs.append(check_given(protocol, given))
+                    runs.append(applying(check_given(protocol, given)))
                 except (ValueError, TypeError) as error:
-                    raise ValueError(f"sweep file {file}, run {given}: {error}") from None
+                    raise SweepError(f"sweep file {file}, run {given}: {error}") from None
     order = list(dict.fromkeys(run.get("seed", 0) for run in runs))
     runs.sort(key=lambda run: order.index(run.get("seed", 0)))  # the whole grid of one seed, then the next
     return Sweep(protocol, spec, tuple(runs))
@@ -142,7 +158,7 @@ def sweep_configs(sweep: Sweep, splits: Splits) -> tuple[list[RunConfig], list[s
         try:
             configs.append(make_config(sweep.protocol, sweep.data, splits, given))
         except (ValueError, TypeError) as error:
-            raise ValueError(f"sweep run {given}: {error}") from None
+            raise SweepError(f"sweep run {given}: {error}") from None
     return configs, cell_names(configs)
 
 
@@ -157,9 +173,9 @@ def check_resumable(out: Path, configs: Sequence[RunConfig], names: Sequence[str
     """`out` must hold this sweep's runs (any epochs); else ValueError."""
     stored = read_stored(out, "sweep")
     if stored.get("runs") != [config.identity() for config in configs]:
-        raise ValueError(f"--resume: {out} holds a different sweep (the settings of its runs differ)")
+        raise ValueError(f"`resume`: {out} holds a different sweep (the settings of its runs differ)")
     for config, name in zip(configs, names, strict=True):
-        cell = Path(out) / "cells" / name
+        cell = Path(out) / CELLS / name
         if (cell / CONFIG).exists():
             check_same_run(cell, config.identity(), config.epochs, checkpoint_epoch(cell))
 
@@ -181,7 +197,7 @@ def run_sweep(configs: Sequence[RunConfig], names: Sequence[str], splits: Splits
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SWEEP, {"data": configs[0].data, "runs": [c.identity() for c in configs]})
-    cells = [(out / "cells" / name, config) for config, name in zip(configs, names, strict=True)]
+    cells = [(out / CELLS / name, config) for config, name in zip(configs, names, strict=True)]
     done = [resume and _finished(cell, config) for cell, config in cells]
     if resume and group.is_main:
         print(f"resuming {out}: {sum(done)} of {len(configs)} runs finished", file=sys.stderr, flush=True)
@@ -210,7 +226,7 @@ def result_row(config: RunConfig, summary: dict) -> dict:
             "epochs": summary["epochs"], "seed": config.seed,
             "best_epoch": "/".join(str(pick["epoch"]) for pick in picked.values()),
             "still_improving": bool(summary["still_improving"]),
-            "top1": summary["test"].get("top1"), "top5": summary["test"].get("top5")}
+            **{metric: summary["test"].get(metric) for metric in TABLE_METRICS}}
 
 
 def write_report(out: Path, runs: Sequence[tuple[Path, RunConfig]]) -> tuple[str, list[str]]:
@@ -244,10 +260,10 @@ def write_report(out: Path, runs: Sequence[tuple[Path, RunConfig]]) -> tuple[str
         text += f"\nStill improving at the last evaluation ({ADVICE}): {listed}.\n"
     if len(runs) > 1 and warnings:
         warnings = [f"{len(warnings)} of {len(runs)} runs were still improving at their last evaluation; "
-                    f"{ADVICE} (listed in {out / 'results.md'})"]
-    write_text(out / "results.md", text)
-    write_csv(out / "results.csv", rows)
-    write_json(out / "results.json", rows)
-    plot_curves(histories, out / "curves.png", groups=methods)
-    plot_bars(bars, out / "bars.png")
+                    f"{ADVICE} (listed in {out / RESULTS_MD})"]
+    write_text(out / RESULTS_MD, text)
+    write_csv(out / RESULTS_CSV, rows)
+    write_json(out / RESULTS_JSON, rows)
+    plot_curves(histories, out / CURVES, groups=methods)
+    plot_bars(bars, out / BARS)
     return text, warnings

@@ -40,7 +40,7 @@ def validation_count(splits: Splits, val_size: float | None) -> int:
         count = round(val_size * n) if val_size < 1 else int(val_size)
     if not 1 <= count < n:
         shown = "by the 10% rule" if val_size is None else f"{val_size:g}"
-        raise ValueError(f"val_size {shown} gives {count} validation samples out of {n} in train; "
+        raise ValueError(f"`val_size` {shown} gives {count} validation samples out of {n} in train; "
                          f"it must leave at least one sample in each part")
     return count
 

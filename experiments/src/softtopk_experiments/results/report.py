@@ -12,16 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from softtopk_experiments.files import write_atomic, write_text
+from softtopk_experiments.results.names import TABLE_METRICS, k_of, on
 from softtopk_experiments.settings.losses import display_name
 from softtopk_experiments.settings.options import BY_NAME
 
-METRICS = ("top1", "top5")
 SOFTMAX = display_name("softmax")
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
          2.048, 2.045, 2.042)
 """Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond)."""
-NOT_SETTINGS = ("seed", *METRICS, "best_epoch", "still_improving")
+NOT_SETTINGS = ("seed", *TABLE_METRICS, "best_epoch", "still_improving")
 
 
 def legend(table: str) -> str:
@@ -133,12 +133,12 @@ def markdown_table(results: Sequence[dict]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group, baseline in groups:
         cells = ["–" if group[0].get(key) is None else str(group[0][key]) for key in shown]
-        for metric in METRICS:
+        for metric in TABLE_METRICS:
             values = [r.get(metric) for r in group]
             cells.append("–" if None in values else _percent(values))
         if compared:
             cells += ["–" if baseline is None else
-                      _difference_cell(*metric_difference(group, baseline, metric)) for metric in METRICS]
+                      _difference_cell(*metric_difference(group, baseline, m)) for m in TABLE_METRICS]
         if several:
             cells.append(str(len(group)))
         lines.append("| " + " | ".join(cells) + " |")
@@ -147,8 +147,8 @@ def markdown_table(results: Sequence[dict]) -> str:
 
 def write_csv(path: Path, results: Sequence[dict]) -> None:
     """One row per run with every field of `results`, the accuracies (fractions) last."""
-    keys = list(dict.fromkeys(key for result in results for key in result if key not in METRICS))
-    keys += [metric for metric in METRICS if any(metric in result for result in results)]
+    keys = list(dict.fromkeys(key for result in results for key in result if key not in TABLE_METRICS))
+    keys += [metric for metric in TABLE_METRICS if any(metric in result for result in results)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
@@ -182,23 +182,23 @@ def plot_curves(histories: dict[str, list[list[dict]]], path: Path,
     styles = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
     rank = {label: list(groups.values())[:i].count(groups[label]) for i, label in enumerate(histories)}
     figure, axes = _figure(11, 4.2, columns=2)
-    for metric, ax in zip(METRICS, axes, strict=True):
+    for metric, ax in zip(TABLE_METRICS, axes, strict=True):
         for label, runs in histories.items():
-            runs = [rows for rows in runs if rows and f"val_{metric}" in rows[0]]
+            runs = [rows for rows in runs if rows and on("val", metric) in rows[0]]
             if not runs:
                 continue
             length = min(len(rows) for rows in runs)
             rows = runs[0][:length]
             per_epoch = rows[-1]["step"] / rows[-1]["epoch"]
             x = [r["step"] / per_epoch for r in rows]
-            mean, sd = _mean_sd([[100 * run[i][f"val_{metric}"] for run in runs] for i in range(length)])
+            mean, sd = _mean_sd([[100 * run[i][on("val", metric)] for run in runs] for i in range(length)])
             colour = colours[groups[label]]
             ax.plot(x, mean, label=label, color=colour, linestyle=styles[rank[label] % len(styles)],
                     marker="." if length < 30 else None)
             if len(runs) > 1:
                 ax.fill_between(x, [m - s for m, s in zip(mean, sd, strict=True)],
                                 [m + s for m, s in zip(mean, sd, strict=True)], color=colour, alpha=0.15)
-        ax.set(title=f"validation top-{metric[3:]}", xlabel="epoch", ylabel="accuracy (%)")
+        ax.set(title=f"validation top-{k_of(metric)}", xlabel="epoch", ylabel="accuracy (%)")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=2, fontsize="small")
@@ -211,12 +211,12 @@ def plot_bars(results: dict[str, list[dict[str, float]]], path: Path) -> None:
     labels = list(results)
     figure, (ax,) = _figure(8, 0.45 * len(labels) + 1.2)
     height = 0.4
-    for i, metric in enumerate(METRICS):
+    for i, metric in enumerate(TABLE_METRICS):
         columns = [[100 * run.get(metric, math.nan) for run in results[label]] for label in labels]
         mean, sd = _mean_sd(columns)
         positions = [j + (i - 0.5) * height for j in range(len(labels))]
         several = any(len(c) > 1 for c in columns)
-        bars = ax.barh(positions, mean, height=height, label=f"top-{metric[3:]}",
+        bars = ax.barh(positions, mean, height=height, label=f"top-{k_of(metric)}",
                        xerr=sd if several else None, capsize=3 if several else 0)
         ax.bar_label(bars, fmt="%.1f", fontsize="x-small", padding=2)
     ax.set_yticks(range(len(labels)), labels, fontsize="small")

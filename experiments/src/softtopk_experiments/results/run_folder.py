@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from softtopk_experiments.files import read_json
+from softtopk_experiments.results.names import CONFIG, LOCK, SWEEP
+from softtopk_experiments.settings.run_config import identity_of
 
-LOCK = ".lock"
-MARKERS = {"run": "config.json", "sweep": "sweep.json"}
+MARKERS = {"run": CONFIG, "sweep": SWEEP}
 NAMES = {"run": "run", "sweep": "sweep (or a run over several seeds)"}
 
 
@@ -26,31 +27,31 @@ class LockError(ValueError):
 
 def check_out(out: Path, kind: str, resume: bool) -> bool:
     """Check that `out` can take a `kind` ('run' or 'sweep') folder; returns whether it already
-    holds one (to be resumed). Raises ValueError (one line, naming --out or --resume)."""
+    holds one (to be resumed). Raises ValueError (one line, naming `out` or `resume`)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder for the run")
+        raise ValueError(f"`out` {out} is a file; give a folder for the run")
     if not out.exists():
         _check_creatable(out)
         if resume:
-            raise ValueError(f"--resume: {out} does not exist, so there is no run to resume; drop --resume "
+            raise ValueError(f"`resume`: {out} does not exist, so there is no run to resume; drop `resume` "
                              f"to start one")
         return False
     other = next((k for k, marker in MARKERS.items() if k != kind and (out / marker).exists()), None)
     if other is not None:
-        raise ValueError(f"--out {out} holds a {NAMES[other]}, not a {NAMES[kind]}; choose another --out")
+        raise ValueError(f"`out` {out} holds a {NAMES[other]}, not a {NAMES[kind]}; choose another `out`")
     if (out / MARKERS[kind]).exists():
         if not resume:
-            raise ValueError(f"{out} already holds a {kind}; pass --resume to continue it or choose another "
-                             f"--out")
+            raise ValueError(f"{out} already holds a {kind}; pass `resume` to continue it or choose another "
+                             f"`out`")
         return True
     foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(LOCK))
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        raise ValueError(f"--out {out} is a folder with other files ({shown}) and no softtopk {kind}; "
+        raise ValueError(f"`out` {out} is a folder with other files ({shown}) and no softtopk {kind}; "
                          f"choose a new or empty folder")
     if resume:
-        raise ValueError(f"--resume: {out} holds no {kind} to resume; drop --resume to start one")
+        raise ValueError(f"`resume`: {out} holds no {kind} to resume; drop `resume` to start one")
     return False
 
 
@@ -59,9 +60,9 @@ def _check_creatable(out: Path) -> None:
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"--out {out} cannot be created: {parent} is a file")
+        raise ValueError(f"`out` {out} cannot be created: {parent} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out} cannot be created: no permission to write in {parent}")
+        raise ValueError(f"`out` {out} cannot be created: no permission to write in {parent}")
 
 
 def read_stored(out: Path, kind: str) -> dict:
@@ -70,16 +71,7 @@ def read_stored(out: Path, kind: str) -> dict:
     try:
         return read_json(path)
     except (ValueError, OSError) as error:
-        raise ValueError(f"--resume: {path} is unreadable ({error})") from None
-
-
-def identity_of(config: dict) -> dict:
-    """What a resumed run must share with the run it continues, from a stored config: all but
-    `settings.epochs` (which may grow) and `sources`."""
-    identity = {key: value for key, value in config.items() if key != "sources"}
-    if isinstance(identity.get("settings"), dict):
-        identity["settings"] = {key: v for key, v in identity["settings"].items() if key != "epochs"}
-    return identity
+        raise ValueError(f"`resume`: {path} is unreadable ({error})") from None
 
 
 def check_same_run(folder: Path, identity: dict, epochs: int, checkpoint_epoch: int | None) -> None:
@@ -90,10 +82,10 @@ def check_same_run(folder: Path, identity: dict, epochs: int, checkpoint_epoch: 
     if stored != identity:
         diffs = [f"{key}: {_get(stored, key)!r} there, {_get(identity, key)!r} now"
                  for key in _keys(stored, identity) if _get(stored, key) != _get(identity, key)]
-        raise ValueError(f"--resume: {folder} was started with a different configuration "
+        raise ValueError(f"`resume`: {folder} was started with a different configuration "
                          f"({'; '.join(diffs)})")
     if checkpoint_epoch is not None and checkpoint_epoch > epochs:
-        raise ValueError(f"--epochs {epochs} is less than the {checkpoint_epoch} epochs {folder} has "
+        raise ValueError(f"`epochs` {epochs} is less than the {checkpoint_epoch} epochs {folder} has "
                          f"finished")
 
 

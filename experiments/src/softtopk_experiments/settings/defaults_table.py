@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 
 from softtopk_experiments.data import records
-from softtopk_experiments.settings.losses import METHODS, NETWORK_METHODS
+from softtopk_experiments.settings.losses import METHODS
 from softtopk_experiments.settings.options import BY_NAME, applies
 from softtopk_experiments.settings.paper_defaults import LR_STEP, PAPER, PAPER_SIZE
 
@@ -42,7 +42,7 @@ def method_rows(protocol: str) -> list[list[str]]:
         cells = [method if paper is not None else f"{method} (generic)"]
         for key in METHOD_COLUMNS:
             option = BY_NAME[key]
-            if not applies(option, method, NETWORK_METHODS):
+            if not applies(option, method):
                 cells.append("–")
                 continue
             cells.append(_value(key, (paper or {}).get(key, option.default)))
@@ -72,7 +72,8 @@ def _data_lines(protocol: str) -> list[str]:
 LR_RULE = (f"lr rule (finetune data that is not the paper's): lr = {LR_STEP:g} / mean |x|_1 of the training "
            "features, so that Adam moves the logits by about the same step on features of any scale")
 GENERIC = ("A method the paper has no setting for takes the generic defaults: inverse_temperature 1, and for "
-           "a sorting network distribution logistic_phi with art_lambda 0.5 (the paper's DSN sigmoid).")
+           "a sorting network distribution logistic_phi with art_lambda 0.5 (the paper's DSN sigmoid; the "
+           "library's own defaults, cauchy and 0.25, are not the paper's).")
 
 
 def describe(protocol: str, markdown: bool = False) -> str:

@@ -1,7 +1,8 @@
 """The loss of a run: the methods the command line offers, and the loss module of a run's settings.
 
-The methods are 'softmax' (cross-entropy), the library's relaxations (`softtopk.METHODS`) and
-'smooth_topk' (the smooth top-k SVM of Berrada et al., the paper's baseline).
+The methods are 'softmax' (cross-entropy), the library's relaxations (`softtopk.relax.METHODS`) and
+'smooth_topk' (the smooth top-k SVM of Berrada et al., the paper's baseline). Building the loss is
+where its values are checked: by the library, whose errors name its arguments (= the options' names).
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import torch
 from torch import nn
 
 import softtopk
-from softtopk.networks import KINDS
+from softtopk.relax import METHODS as RELAXATION_METHODS
 from softtopk.relax import RELAXATIONS
 
-METHODS = ("softmax", *softtopk.METHODS, "smooth_topk")
-NETWORK_METHODS = KINDS  # the sorting networks, whose comparators take distribution and art_lambda
+METHODS = ("softmax", *RELAXATION_METHODS, "smooth_topk")
 _DISPLAY_NAMES = {"softmax": "Softmax", "smooth_topk": "Smooth top-k SVM",
                   **{name: relaxation.title for name, relaxation in RELAXATIONS.items()}}
 
@@ -35,29 +35,24 @@ def optimised_k(p_k) -> int:
     """The k of a one-hot P_K (smooth top-k optimises a single k)."""
     nonzero = [i for i, p in enumerate(p_k) if p > 0]
     if len(nonzero) != 1:
-        raise ValueError(f"method smooth_topk optimises a single k: p_k must be one-hot such as 0,0,0,0,1; "
-                         f"got {format_p_k(p_k)}")
+        raise ValueError(f"`method` smooth_topk optimises a single k: `p_k` must be one-hot such as "
+                         f"0,0,0,0,1; got {format_p_k(p_k)}")
     return nonzero[0] + 1
 
 
 def make_loss(settings: Mapping[str, object]) -> nn.Module:
     """The loss module `(logits [N, C], target) -> mean loss` of a run's settings; `target` is `[N]`
-    class indices or, for softmax and the relaxations, `[N, C]` probabilities. Raises ValueError or
-    TypeError (from the library, naming its arguments) on bad settings."""
-    method, p_k = settings["method"], tuple(settings["p_k"])
-    if method == "softmax":
-        if p_k[0] < 1 - 1e-4:
-            raise ValueError(f"method='softmax' is plain cross-entropy and needs p_k = 1,0,...; got "
-                             f"{format_p_k(p_k)}")
-        return nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+    class indices or, for softmax and the relaxations, `[N, C]` probabilities. Softmax is the
+    library's `method='softmax'` (torch's cross-entropy). Raises ValueError or TypeError (from the
+    library, naming its arguments) on bad settings."""
+    method, p_k = settings["method"], list(settings["p_k"])
     if method == "smooth_topk":
         return softtopk.SmoothHardTopKLoss(k=optimised_k(p_k), tau=settings["tau"], alpha=settings["alpha"])
-    options = {key: settings[key] for key in ("distribution", "art_lambda") if key in settings}
+    options = {key: settings[key] for key in ("m", "inverse_temperature", "distribution", "art_lambda",
+                                              "top1_mode") if key in settings}
     if settings["label_smoothing"]:  # passed only when used
         options["label_smoothing"] = settings["label_smoothing"]
-    return softtopk.TopKCrossEntropyLoss(list(p_k), method=method, m=settings["m"],
-                                         inverse_temperature=settings["inverse_temperature"],
-                                         top1_mode=settings["top1_mode"], **options)
+    return softtopk.TopKCrossEntropyLoss(p_k, method=method, **options)
 
 
 def check_targets(loss: nn.Module, num_classes: int, probabilities: bool) -> None:

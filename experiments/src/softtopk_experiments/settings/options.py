@@ -1,32 +1,37 @@
 """Every setting of a training run, defined once.
 
-An `Option` is a run setting: its key in sweep files and in `config.json` (`name`), its
-command-line flag, its type, its help, and the protocols and loss methods it applies to. The
-command line, the sweep files, the run config and the defaults table are all built from `OPTIONS`;
-the defaults themselves come from `defaults.py`.
+An `Option` is a run setting: its key in sweep files and in `config.json` (`name`), its type, its
+help, and the protocols and loss methods it applies to. The command line (which names each option by
+its flag), the sweep files, the run config and the defaults table are all built from `OPTIONS`; the
+defaults themselves come from `paper_defaults.py`. Messages name an option by its name in backquotes
+(`p_k`), which the command line shows as its flag. The values that go to the loss are checked by the
+library when the run's loss is built (`losses.make_loss`), in its words; the others here.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from softtopk.relax import DISTRIBUTIONS, NETWORK_METHODS
 
 PROTOCOLS = ("finetune", "train")
 SELECTIONS = ("per-metric", "score")
-
-# Which methods an option applies to (see `applies`): every method; softmax and the library's
+# which methods an option applies to (see `applies`): every method; softmax and the library's
 # relaxations (the losses that take label smoothing and probability targets); the relaxations; the
-# sorting networks among them; the smooth top-k SVM.
-SCOPES = ("all", "ce", "relaxation", "network", "smooth_topk")
+# sorting networks among them; the smooth top-k SVM
+SCOPE_TEXTS = {"all": "every method", "ce": "softmax and the relaxations", "relaxation": "the relaxations",
+               "network": f"the sorting networks ({', '.join(NETWORK_METHODS)})",
+               "smooth_topk": "smooth_topk"}
 
 
 @dataclass(frozen=True)
 class Option:
     """One run setting. `kind` is the type of its value (int, float, str, or tuple for P_K);
     `nullable` options also take None ('none' on the command line). `check(value)` returns what is
-    wrong with a value of the right type (e.g. 'must be >= 1'), or None. `default` is the generic
+    wrong with a value of the right type (e.g. 'must be >= 1'), or None; the loss's values have none
+    here (the library checks them). `default` is the generic
     default, used where neither the data set nor the paper's table sets one (`default_help`
     describes it where the value alone would not)."""
 
@@ -40,14 +45,8 @@ class Option:
     nullable: bool = False
     choices: tuple[str, ...] | None = None
     check: Callable[[object], str | None] | None = None
-    flags: tuple[str, ...] = ()
     metavar: str | None = None
     default_help: str = ""
-
-    @property
-    def flag(self) -> str:
-        """The command-line flag: `--name-with-dashes` unless `flags` names others."""
-        return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
 
     def problem(self, value: object) -> str | None:
         """What is wrong with `value` for this option (without the option's name), or None."""
@@ -80,24 +79,10 @@ def _non_negative(value: object) -> str | None:
     return None if value >= 0 else f"must be >= 0, got {value}"
 
 
-def _fraction_below_one(value: object) -> str | None:
-    return None if 0 <= value < 1 else f"must be in [0, 1), got {value}"
-
-
 def _val_size(value: object) -> str | None:
     if 0 < value < 1 or (value >= 1 and float(value).is_integer()):
         return None
     return f"must be a fraction in (0, 1) or a whole count >= 1, got {value:g}"
-
-
-def _p_k(value: object) -> str | None:
-    values = list(value)
-    ok = values and all(isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p)
-                        and p >= 0 for p in values)
-    if not ok or abs(sum(values) - 1) > 1e-4:
-        shown = ",".join(f"{p:g}" if isinstance(p, (int, float)) else repr(p) for p in values) or "nothing"
-        return f"must be probabilities >= 0 that sum to 1, such as .5,0,0,0,.5; got {shown}"
-    return None
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -106,27 +91,28 @@ OPTIONS: tuple[Option, ...] = (
            "top-k SVM", group="loss", default="softmax"),
     Option("p_k", tuple, "P_K, the probabilities of k = 1..K, e.g. .5,0,0,0,.5 (smooth_topk: one-hot, the k "
            "it optimises)", group="loss",
-           check=_p_k, metavar="P1,...,PK", default_help="1,0,0,0,0 for softmax, none for the others"),
+           metavar="P1,...,PK", default_help="1,0,0,0,0 for softmax, none for the others"),
     Option("inverse_temperature", float, "steepness beta of the relaxation (NeuralSort/SoftSort: tau = "
-           "1/beta)", group="loss", scope="relaxation", default=1.0, check=_positive),
+           "1/beta)", group="loss", scope="relaxation", default=1.0),
     # not `--m`: torchrun would take it for an abbreviation of its own options
     Option("m", int, "top-m preselection: rank only the true class and the m-1 highest others; none "
-           "ranks every class", group="loss", scope="relaxation", nullable=True, check=_at_least(2),
-           flags=("--top-m",), metavar="M"),
-    Option("distribution", str, "comparator sigmoid of the sorting networks", group="loss",
-           scope="network", default="logistic_phi"),
-    Option("art_lambda", float, "lambda of the logistic_phi sigmoid", group="loss", scope="network",
-           default=0.5),
+           "ranks every class", group="loss", scope="relaxation", nullable=True, metavar="M"),
+    # the library's defaults are cauchy and 0.25; the paper's settings, which the command line follows,
+    # use logistic_phi and 0.5
+    Option("distribution", str, f"comparator sigmoid of the sorting networks: {', '.join(DISTRIBUTIONS)} "
+           "(the paper's setting, not the library's default cauchy)", group="loss", scope="network",
+           default="logistic_phi"),
+    Option("art_lambda", float, "lambda of the logistic_phi sigmoid (the paper's setting, not the library's "
+           "default 0.25)", group="loss", scope="network", default=0.5),
     Option("top1_mode", str, "how the k = 1 term is computed: sm (softmax probability), smce (a "
            "cross-entropy term), sort (the relaxation)", group="loss", scope="relaxation",
            choices=("sm", "smce", "sort"), default="sm"),
     Option("tau", float, "temperature of the smooth top-k SVM", group="loss", scope="smooth_topk",
-           default=1.0, check=_positive),
-    Option("alpha", float, "margin of the smooth top-k SVM", group="loss", scope="smooth_topk", default=1.0,
-           check=_non_negative),
+           default=1.0),
+    Option("alpha", float, "margin of the smooth top-k SVM", group="loss", scope="smooth_topk", default=1.0),
     # the targets
     Option("label_smoothing", float, "label smoothing epsilon, as in torch.nn.CrossEntropyLoss",
-           group="targets", scope="ce", default=0.0, check=_fraction_below_one, metavar="EPS"),
+           group="targets", scope="ce", default=0.0, metavar="EPS"),
     Option("mixup", float, "mixup with mixing weights drawn from Beta(alpha, alpha) per batch; 0 is off",
            group="targets", scope="ce", protocols=("train",), default=0.0, check=_non_negative,
            metavar="ALPHA"),
@@ -141,7 +127,7 @@ OPTIONS: tuple[Option, ...] = (
            nullable=True, check=_val_size),
     Option("seed", int, "seed of the initialisation, the validation split and the batch order; several "
            "(0,1,2) run one after another and are reported as mean +- sd", default=0,
-           check=_at_least(0), flags=("--seed", "--seeds"), metavar="S[,S...]"),
+           check=_at_least(0), metavar="S[,S...]"),
     Option("eval_every", int, "evaluate validation and test after every N iterations of an epoch and at "
            "its end; 0: at the end of each epoch only", check=_at_least(0), metavar="N"),
     Option("select", str, "how the result is picked: per-metric (top-k test accuracy at the evaluation "
@@ -161,10 +147,10 @@ def options_for(protocol: str) -> tuple[Option, ...]:
     return tuple(option for option in OPTIONS if protocol in option.protocols)
 
 
-def check_value(name: str, value: object, label: str | None = None) -> object:
-    """`value` checked for option `name` (ints accepted for floats, lists stored as tuples, the string
-    'none' as None for nullable options, since TOML has no null); raises TypeError or ValueError
-    naming the option as `label` (default: its name)."""
+def check_value(name: str, value: object) -> object:
+    """`value` checked for option `name` (ints accepted for floats, lists stored as tuples, a whole
+    val_size as an int, the string 'none' as None for nullable options, since TOML has no null);
+    raises TypeError or ValueError naming the option."""
     option = BY_NAME[name]
     if option.nullable and isinstance(value, str) and value.lower() == "none":
         value = None
@@ -172,12 +158,14 @@ def check_value(name: str, value: object, label: str | None = None) -> object:
     if problem:
         error = TypeError if problem.startswith(("must be of type", "must be a number", "must be a list")) \
             else ValueError
-        raise error(f"{label or name} {problem}")
-    if option.kind is tuple and value is not None:
+        raise error(f"`{name}` {problem}")
+    if value is None:
+        return value
+    if option.kind is tuple:
         return tuple(float(v) for v in value)
-    if option.kind is float and value is not None:
-        return float(value)
-    return value
+    if name == "val_size" and value >= 1:
+        return int(value)
+    return float(value) if option.kind is float else value
 
 
 def parse_text(option: Option, text: str) -> object:
@@ -205,18 +193,8 @@ def parse_text(option: Option, text: str) -> object:
         raise ValueError(f"must be {'a whole number' if option.kind is int else 'a number'}") from None
 
 
-def applies(option: Option, method: str, network_methods: Iterable[str]) -> bool:
-    """Whether `option` is a setting of a run with loss `method` (the networks are the library's)."""
+def applies(option: Option, method: str) -> bool:
+    """Whether `option` is a setting of a run with loss `method`."""
     relaxation = method not in ("softmax", "smooth_topk")
     return {"all": True, "ce": method != "smooth_topk", "relaxation": relaxation,
-            "network": relaxation and method in tuple(network_methods),
-            "smooth_topk": method == "smooth_topk"}[option.scope]
-
-
-def with_flags(message: str) -> str:
-    """An error message about settings (the library's or the config's) with the option names
-    replaced by their flags, e.g. "method='softmax' ... p_k" -> "--method softmax ... --p-k"."""
-    for option in OPTIONS:
-        message = re.sub(rf"\b{option.name}=['\"]?([\w.-]+)['\"]?", rf"{option.flag} \1", message)
-        message = re.sub(rf"(?<![-\w./]){option.name}\b(?![-=./])", option.flag, message)
-    return message
+            "network": method in NETWORK_METHODS, "smooth_topk": method == "smooth_topk"}[option.scope]

@@ -101,7 +101,7 @@ def rule_lr(features: torch.Tensor, sample: int = 10_000) -> float:
     rows = torch.linspace(0, features.shape[0] - 1, min(sample, features.shape[0])).long()
     norm = float(features[rows].float().abs().sum(dim=1).mean())
     if not norm > 0:
-        raise ValueError("the lr rule needs features that are not all zero; give --lr")
+        raise ValueError("the lr rule needs features that are not all zero; give `lr`")
     return float(f"{LR_STEP / norm:.2g}")
 
 
@@ -110,8 +110,8 @@ def _train_count(splits) -> int:
 
 
 def resolve(protocol: str, setting: PaperSetting, given: Mapping[str, object],
-            overrides: Mapping[str, object], overrides_source: str, lr_rule: float | None,
-            network_methods: tuple[str, ...]) -> tuple[dict, dict]:
+            overrides: Mapping[str, object], overrides_source: str,
+            lr_rule: float | None) -> tuple[dict, dict]:
     """`(settings, sources)`: the value of every option that applies to this protocol and method,
     and where each came from. `given` are the user's checked values, `overrides` the data set's
     (described by `overrides_source`), `lr_rule` the rule's lr (or None where it does not apply)."""
@@ -119,7 +119,7 @@ def resolve(protocol: str, setting: PaperSetting, given: Mapping[str, object],
     per_method = setting.methods.get(method, {})
     settings, sources = {}, {}
     for option in options_for(protocol):
-        if not applies(option, method, network_methods):
+        if not applies(option, method):
             continue
         value, source = _default(option, method, setting, per_method, overrides, overrides_source, lr_rule)
         if option.name in given:

@@ -8,20 +8,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import nn
 
 from softtopk_experiments.data import records
 from softtopk_experiments.data.augmentation import Augmentation
 from softtopk_experiments.data.splits import Splits, validation_count
-from softtopk_experiments.results.run_folder import identity_of
-from softtopk_experiments.settings.losses import (
-    METHODS,
-    NETWORK_METHODS,
-    check_targets,
-    display_name,
-    format_p_k,
-    make_loss,
-)
-from softtopk_experiments.settings.options import BY_NAME, PROTOCOLS, applies, check_value
+from softtopk_experiments.settings.losses import METHODS, check_targets, display_name, format_p_k, make_loss
+from softtopk_experiments.settings.options import BY_NAME, PROTOCOLS, SCOPE_TEXTS, applies, check_value
 from softtopk_experiments.settings.paper_defaults import PAPER, paper_setting, resolve, rule_lr, uses_lr_rule
 
 
@@ -33,6 +26,7 @@ class RunConfig:
     (`config.lr`, `config.method`, ...; an option that does not apply reads as None). `data` names
     the data set and its loader options; `augmentation` is the data set's. `sources` says where each
     value came from ('given', 'paper: ...', ...); it is recorded but not part of the run's identity.
+    `loss` is the run's loss module, built once from the settings by `make_config`.
     """
 
     protocol: str
@@ -40,6 +34,7 @@ class RunConfig:
     settings: dict
     augmentation: Augmentation = field(default_factory=Augmentation)
     sources: dict = field(default_factory=dict, compare=False)
+    loss: nn.Module | None = field(default=None, compare=False, repr=False)
 
     def __getattr__(self, name: str) -> object:
         settings = self.__dict__.get("settings", {})
@@ -65,14 +60,23 @@ class RunConfig:
                                       "augmentation": asdict(self.augmentation), "sources": self.sources}))
 
     def identity(self) -> dict:
-        """What a resumed run must share with the run it continues (`runfolder.identity_of`)."""
+        """What a resumed run must share with the run it continues (see `identity_of`)."""
         return identity_of(self.to_dict())
 
 
-def check_given(protocol: str, given: Mapping[str, object], cli: bool = False) -> dict:
-    """The user's option values checked: known keys, options of `protocol`, values of the right
-    type and range (whole-number val_size as an int). Raises ValueError/TypeError naming each
-    option by its key, or by its flag with `cli`."""
+def identity_of(config: dict) -> dict:
+    """What a resumed run must share with the run it continues, from a stored config: all but
+    `settings.epochs` (which may grow) and `sources`."""
+    identity = {key: value for key, value in config.items() if key != "sources"}
+    if isinstance(identity.get("settings"), dict):
+        identity["settings"] = {key: v for key, v in identity["settings"].items() if key != "epochs"}
+    return identity
+
+
+def check_given(protocol: str, given: Mapping[str, object]) -> dict:
+    """The option values of a sweep file's run checked: known keys, options of `protocol`, values of
+    the right type and range (see `options.check_value`), a known method. Raises ValueError or
+    TypeError naming each option. (The command line checks each value as it parses it.)"""
     if protocol not in PROTOCOLS:
         raise ValueError(f"command must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     checked = {}
@@ -80,59 +84,50 @@ def check_given(protocol: str, given: Mapping[str, object], cli: bool = False) -
         option = BY_NAME.get(key)
         if option is None:
             raise ValueError(f"unknown option {key!r}; known: {', '.join(sorted(BY_NAME))}")
-        label = option.flag if cli else key
         if protocol not in option.protocols:
-            raise ValueError(f"{label} is an option of {' and '.join(option.protocols)}, not of {protocol}")
-        value = check_value(key, value, label)
-        if key == "val_size" and value is not None and value >= 1:
-            value = int(value)
-        checked[key] = value
+            raise ValueError(f"`{key}` is an option of {' and '.join(option.protocols)}, not of {protocol}")
+        checked[key] = check_value(key, value)
     method = checked.get("method", BY_NAME["method"].default)
     if method not in METHODS:
-        raise ValueError(f"{BY_NAME['method'].flag if cli else 'method'} must be one of "
-                         f"{', '.join(METHODS)}; got {method!r}")
+        raise ValueError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}")
     return checked
 
 
-def make_config(protocol: str, spec: dict, splits: Splits, given: Mapping[str, object],
-                cli: bool = False) -> RunConfig:
-    """The run configuration for checked options `given` (see `check_given`) on the loaded data set
-    `spec`. An option that does not apply to the method is an error, except a method setting of a
-    sweep file (`cli` False), which applies only to the methods that use it. Checks the settings
-    against the data and builds the loss once; raises ValueError/TypeError."""
-    dataset = records.BY_NAME[spec["name"]]
-    given = dict(given)
+def applying(given: Mapping[str, object]) -> dict:
+    """`given` without the loss settings that do not apply to its method: in a sweep file, a method's
+    setting applies to the methods that use it."""
     method = given.get("method", BY_NAME["method"].default)
-    for key in list(given):
+    return {key: value for key, value in given.items()
+            if BY_NAME[key].group != "loss" or applies(BY_NAME[key], method)}
+
+
+def make_config(protocol: str, spec: dict, splits: Splits, given: Mapping[str, object]) -> RunConfig:
+    """The run configuration for checked options `given` on the loaded data set `spec`, with its
+    loss. An option that does not apply to the method is an error (unless it has its default). Builds
+    the loss once (the library checks the loss's values) and checks the settings against the data;
+    raises ValueError/TypeError."""
+    dataset = records.BY_NAME[spec["name"]]
+    method = given.get("method", BY_NAME["method"].default)
+    for key, value in given.items():
         option = BY_NAME[key]
-        if applies(option, method, NETWORK_METHODS):
-            continue
-        if (option.group == "loss" and not cli) or given[key] == option.default:
-            del given[key]
-        else:
-            label = f"{option.flag} does not apply to --method {method}" if cli else \
-                f"{key} does not apply to method {method!r}"
-            raise ValueError(f"{label} (it is a setting of {_scope_text(option.scope)})")
+        if not applies(option, method) and value != option.default:
+            raise ValueError(f"`{key}` does not apply to `method` {method} (it is a setting of "
+                             f"{SCOPE_TEXTS[option.scope]})")
+    given = {key: value for key, value in given.items() if applies(BY_NAME[key], method)}
     setting = PAPER[paper_setting(dataset.paper, splits)]
     rule = None
     chosen = "lr" in given or "lr" in dataset.overrides
     if not chosen and uses_lr_rule(protocol, dataset.paper_data, splits):
         rule = rule_lr(splits.train_x)
     described = f"data set {dataset.name}" + (f": {dataset.note}" if dataset.note else "")
-    settings, sources = resolve(protocol, setting, given, dataset.overrides, described, rule, NETWORK_METHODS)
+    settings, sources = resolve(protocol, setting, given, dataset.overrides, described, rule)
     if settings["p_k"] is None:
-        raise ValueError(f"method {method} needs p_k, e.g. .5,0,0,0,.5 for half top-1, half top-5")
+        raise ValueError(f"`method` {method} needs `p_k`, e.g. .5,0,0,0,.5 for half top-1, half top-5")
     config = RunConfig(protocol, dict(spec), settings, dataset.augmentation if protocol == "train"
-                       else Augmentation(), sources)
+                       else Augmentation(), sources, make_loss(settings))
     check_fits(config, splits)
-    check_targets(make_loss(settings), splits.num_classes, config.mixes)
+    check_targets(config.loss, splits.num_classes, config.mixes)
     return config
-
-
-def _scope_text(scope: str) -> str:
-    return {"ce": "softmax and the relaxations", "relaxation": "the relaxations",
-            "network": f"the sorting networks ({', '.join(NETWORK_METHODS)})",
-            "smooth_topk": "smooth_topk"}[scope]
 
 
 def check_fits(config: RunConfig, splits: Splits) -> None:
@@ -148,5 +143,5 @@ def check_fits(config: RunConfig, splits: Splits) -> None:
                          f"{train_x.dtype} {tuple(train_x.shape)} and {tuple(test_x.shape)}")
     k_max = len(config.p_k)
     if k_max >= splits.num_classes:
-        raise ValueError(f"p_k has K = {k_max} entries but the data has only {splits.num_classes} classes")
+        raise ValueError(f"`p_k` has K = {k_max} entries but the data has only {splits.num_classes} classes")
     validation_count(splits, config.val_size)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from softtopk.metrics import topk_accuracy
 from softtopk_experiments.data.mixing import Mixing
 from softtopk_experiments.data.splits import Splits, validation_split
 from softtopk_experiments.files import (
@@ -27,16 +28,15 @@ from softtopk_experiments.files import (
     write_json,
     write_jsonl,
 )
+from softtopk_experiments.results.names import BEST, CHECKPOINT, CONFIG, LOG, SUMMARY, on, topk
 from softtopk_experiments.results.summary import best_row, score, summarize
-from softtopk_experiments.settings.losses import make_loss, selection_weights
-from softtopk_experiments.settings.run_config import RunConfig, check_fits
+from softtopk_experiments.settings.losses import selection_weights
+from softtopk_experiments.settings.run_config import RunConfig
 from softtopk_experiments.training.distributed import Group
 from softtopk_experiments.training.models import build_model
 from softtopk_experiments.training.progress import Progress
 
 REPORTED_KS = (1, 5, 10, 20)
-CONFIG, LOG, SUMMARY = "config.json", "log.jsonl", "summary.json"
-CHECKPOINT, BEST = "checkpoint.pt", "best.pt"
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -44,8 +44,9 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 class Trainer:
-    """A prepared run: `Trainer(config, splits, ...)` checks the data against the config and builds
-    the model and loss (raising ValueError on a mismatch); `run()` trains and returns the summary.
+    """A prepared run: `Trainer(config, splits, ...)` builds the model for `config` (from
+    `run_config.make_config` on the same `splits`, which checked them and built the loss);
+    `run()` trains and returns the summary.
 
     With `out`, the main process writes `out/config.json`, `log.jsonl` (one line per evaluation),
     `checkpoint.pt` after every epoch, `best.pt` (the model of the best P_K-weighted validation
@@ -61,8 +62,7 @@ class Trainer:
             progress = Progress(progress)
         self.progress = progress if self.group.is_main else Progress(False)
         self.label, self.runtime = label, runtime or {}
-        check_fits(config, splits)
-        self.loss_fn = make_loss(config.settings)
+        self.loss_fn = config.loss
         self.mixing = Mixing(config.mixup, config.cutmix) if config.mixes else None
         self.splits, self.num_classes = splits, splits.num_classes
         k_max = len(config.p_k)
@@ -109,9 +109,9 @@ class Trainer:
             began = time.perf_counter()
             mean_loss = self._train_epoch(epoch, history)
             self._save(epoch, history)
-            last = history[-1]
+            top1, top5 = (history[-1].get(on("val", topk(k)), math.nan) for k in (1, 5))
             self.progress.line(f"{self.label}epoch {epoch}/{self.config.epochs}: train loss {mean_loss:.4f}, "
-                               f"val top-1 {last['val_top1']:.2%} top-5 {last.get('val_top5', math.nan):.2%} "
+                               f"val top-1 {top1:.2%} top-5 {top5:.2%} "
                                f"({time.perf_counter() - began:.1f} s)")
         summary = summarize(self.config, history, self.val_index.shape[0])
         if self.out is not None and self.group.is_main:
@@ -147,7 +147,7 @@ class Trainer:
                 s = self.splits
                 for part, x, y, rows in (("val", s.train_x, s.train_y, self.val_index),
                                          ("test", s.test_x, s.test_y, self.test_index)):
-                    row.update({f"{part}_{key}": value for key, value in self._evaluate(x, y, rows).items()})
+                    row.update({on(part, key): value for key, value in self._evaluate(x, y, rows).items()})
                 row["score"] = score(row, self.weights)
                 row["seconds"] = time.perf_counter() - since
                 history.append(row)
@@ -178,19 +178,21 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                   batch_size: int = 1000) -> dict[str, float]:
-        """Top-k accuracies (`top{k}`, see `topk_hits`) and mean loss (`loss`) on the rows `index` of
-        `x`, `y`, shared out over the processes."""
+        """Top-k accuracies (`top{k}`, by `softtopk.metrics.topk_accuracy`, whose ties are broken as
+        `torch.topk` breaks them) and mean loss (`loss`) on the rows `index` of `x`, `y`, shared out
+        over the processes."""
         self.model.eval()
         sums = torch.zeros(len(self.ks) + 1, dtype=torch.float64)  # hits per k, then the loss sum
         for rows in torch.split(self.group.shard(index), batch_size):
             with self._autocast():
                 logits = self.model(self.prepare(x[rows].to(self.device))).float()
             target = y[rows].to(self.device)
-            sums[:-1] += topk_hits(logits, target, self.ks).cpu()
+            accuracy = topk_accuracy(logits, target, self.ks)
+            sums[:-1] += torch.tensor([accuracy[k] * rows.shape[0] for k in self.ks], dtype=torch.float64)
             sums[-1] += float(self.loss_fn(logits, target)) * rows.shape[0]
         sums = self.group.sum(sums.to(self.device)).cpu()
         hits = sums[:-1].round().tolist()
-        result = {f"top{k}": hit / index.shape[0] for k, hit in zip(self.ks, hits, strict=True)}
+        result = {topk(k): hit / index.shape[0] for k, hit in zip(self.ks, hits, strict=True)}
         result["loss"] = float(sums[-1]) / index.shape[0]
         return result
 
@@ -225,17 +227,6 @@ class Trainer:
         if self.group.is_main:
             write_jsonl(self.out / LOG, state["history"])
         return list(state["history"]), state["epoch"]
-
-
-def topk_hits(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...]) -> torch.Tensor:
-    """How many rows of `logits [N, C]` rank `target [N]` within the top k, for each k of `ks`
-    (float64 `[len(ks)]`). The rank is the number of other classes scored at least as high, so a tie
-    counts against the true class (all-equal logits hit only at k = C), and a row with a NaN score
-    never hits. One comparison instead of a `topk` per k."""
-    true = logits.gather(1, target.unsqueeze(1))
-    rank = (logits >= true).sum(dim=1) - 1  # [N]
-    rank = rank.masked_fill(logits.isnan().any(dim=1), logits.shape[1])
-    return torch.stack([(rank < k).sum() for k in ks]).double()
 
 
 @torch.no_grad()
