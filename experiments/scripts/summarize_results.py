@@ -3,7 +3,7 @@ softmax on every data set, as docs/results.md reports it.
 
 Usage::
 
-    python scripts/summarize_results.py RUN_FOLDER [RUN_FOLDER ...]
+    python experiments/scripts/summarize_results.py RUN_FOLDER [RUN_FOLDER ...]
 
 Each RUN_FOLDER is the `--out` of a `softtopk sweep` (its `results.json` and `sweep.json`). A cell
 is Δ top-1 / Δ top-5 in points, the mean over seeds of the per-seed difference to the softmax run
