@@ -27,6 +27,6 @@ test: $(DEV_STAMP)
 demo: $(DEMO_STAMP)
 	$(BIN)/softtopk demo
 
-bench: $(DEMO_STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python benchmarks/bench_relaxations.py
 	$(BIN)/python benchmarks/bench_losses.py

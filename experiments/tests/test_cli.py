@@ -119,6 +119,7 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["finetune", "--p-k", ".5,.5"], "--method softmax is plain cross-entropy and needs p_k = [1, 0, ...]"),
     (["finetune", "--method", "bitonic", "--p-k", "0,1", "--inverse-temperature", "-1"],
      "--inverse-temperature must be finite and > 0, got -1.0"),
+    (["finetune", "--method", "bitonic", "--p-k", "0,1", "--top1-mode", "best"], "--top1-mode must be one of"),
     (["finetune", "--method", "smooth_topk", "--p-k", ".5,0,0,0,.5"], "--p-k must be one-hot"),
     (["finetune", "--method", "bitonic", "--p-k", "0,1", "--top-m", "2"], "--top-m must be greater than K"),
     (["finetune", "--method", "bitonic", "--p-k", "0,1", "--distribution", "weird"],

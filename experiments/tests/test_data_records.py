@@ -44,10 +44,10 @@ def test_data_spec():
 
 
 @pytest.mark.parametrize(("protocol", "data", "data_dir", "message"), [
-    ("train", "mnist", None, "--data must be glyphs, radicals or cifar100 for train; got 'mnist'"),
-    ("train", "cifar100", None, "--data cifar100 needs --data-dir PATH"),
-    ("train", "glyphs", "x", "--data-dir is only for cifar100"),
-    ("finetune", "emb.pt", "x", "--data-dir is only for cifar100; give an embedding file as --data PATH"),
+    ("train", "mnist", None, "`data` must be glyphs, radicals or cifar100 for train; got 'mnist'"),
+    ("train", "cifar100", None, "`data` cifar100 needs `data_dir` PATH"),
+    ("train", "glyphs", "x", "`data_dir` is only for cifar100"),
+    ("finetune", "emb.pt", "x", "`data_dir` is only for cifar100; give an embedding file as `data` PATH"),
 ])
 def test_data_spec_errors(protocol, data, data_dir, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -50,7 +50,7 @@ def test_parse_text_rejects(name, text, message):
     ("val_size", 0.0, ValueError, "fraction in (0, 1) or a whole count >= 1, got 0"),
     ("val_size", -3, ValueError, "got -3"), ("val_size", 1.5, ValueError, "got 1.5"),
     ("val_size", 1e9 + 0.5, ValueError, "whole count"),
-    ("p_k", 0.5, TypeError, "must be a list"), ("m", 1.5, TypeError, "must be of type int"),
+    ("width", 1.5, TypeError, "must be of type int"),
     ("mixup", -0.1, ValueError, "must be >= 0"), ("select", "best", ValueError, "per-metric, score"),
     ("epochs", None, ValueError, "must be given")])
 def test_check_value_names_the_option(name, value, error, message):
@@ -67,10 +67,13 @@ def test_val_size_takes_fractions_and_counts(fraction, count):
 
 
 def test_the_values_of_the_loss_are_left_to_the_library():
-    """The library checks them when the run's loss is built (see test_run_config)."""
-    for name in ("p_k", "inverse_temperature", "m", "distribution", "art_lambda", "tau", "alpha",
-                 "label_smoothing"):
-        assert BY_NAME[name].check is None
+    """The library checks them when the run's loss is built (see test_run_config); here they are
+    only brought into form: numbers as floats, lists as tuples, 'none' as None."""
+    library = {o.name for o in OPTIONS if o.library}
+    assert library == {"p_k", "inverse_temperature", "m", "distribution", "art_lambda", "top1_mode", "tau",
+                       "alpha", "label_smoothing"}
+    assert check_value("inverse_temperature", -1) == -1.0 and check_value("p_k", [0.5, 2]) == (0.5, 2.0)
+    assert check_value("m", "none") is None and check_value("m", 1) == 1 and check_value("tau", "x") == "x"
 
 
 def test_which_methods_an_option_applies_to():

@@ -54,7 +54,7 @@ DISTRIBUTION = "softtopk-experiments"
 # The flags of settings whose flag is not `--name-with-dashes`: not `--m`, which torchrun would take
 # for an abbreviation of one of its own options; `--seeds` reads better for several.
 FLAGS = {"m": ("--top-m",), "seed": ("--seed", "--seeds")}
-_NAMED = (*BY_NAME, "out", "resume")  # the names that messages of the layers below may use
+_NAMED = (*BY_NAME, "out", "resume", "data", "data_dir")  # the names in messages of the layers below
 _LEADING_NAME = re.compile(r"^(\w+)(?:='([^']*)')?(?= )")  # how the library's messages start
 
 

@@ -80,20 +80,20 @@ def for_protocol(protocol: str) -> tuple[DataSet, ...]:
 
 def data_spec(protocol: str, data: str, data_dir: str | None = None) -> dict:
     """The data set a command line names: `{'name': ..., loader options...}`, paths made absolute.
-    Raises ValueError naming --data or --data-dir."""
+    Raises ValueError naming `data` or `data_dir`."""
     named = [d for d in for_protocol(protocol) if d.given_as != "path"]
     dataset = next((d for d in named if d.name == data), None)
     by_path = next((d for d in for_protocol(protocol) if d.given_as == "path"), None)
-    folders = f"--data-dir is only for {_names(d for d in DATASETS if d.given_as == 'folder')}"
+    folders = f"`data_dir` is only for {_names(d for d in DATASETS if d.given_as == 'folder')}"
     if dataset is None and by_path is not None:
         if data_dir is not None:
-            raise ValueError(f"{folders}; give an embedding file as --data PATH")
+            raise ValueError(f"{folders}; give an embedding file as `data` PATH")
         return {"name": by_path.name, "path": str(Path(data).resolve())}
     if dataset is None:
-        raise ValueError(f"--data must be {_names(named)} for {protocol}; got {data!r}")
+        raise ValueError(f"`data` must be {_names(named)} for {protocol}; got {data!r}")
     if dataset.given_as == "folder":
         if data_dir is None:
-            raise ValueError(f"--data {data} needs --data-dir PATH, the folder holding its files")
+            raise ValueError(f"`data` {data} needs `data_dir` PATH, the folder holding its files")
         return {"name": dataset.name, "folder": str(Path(data_dir).resolve())}
     if data_dir is not None:
         raise ValueError(folders)

@@ -30,10 +30,10 @@ SCOPE_TEXTS = {"all": "every method", "ce": "softmax and the relaxations", "rela
 class Option:
     """One run setting. `kind` is the type of its value (int, float, str, or tuple for P_K);
     `nullable` options also take None ('none' on the command line). `check(value)` returns what is
-    wrong with a value of the right type (e.g. 'must be >= 1'), or None; the loss's values have none
-    here (the library checks them). `default` is the generic
+    wrong with a value of the right type (e.g. 'must be >= 1'), or None. `default` is the generic
     default, used where neither the data set nor the paper's table sets one (`default_help`
-    describes it where the value alone would not)."""
+    describes it where the value alone would not). `library`: the value is an argument of the
+    library's loss, which checks it when the run's loss is built, and not here."""
 
     name: str
     kind: type
@@ -47,9 +47,12 @@ class Option:
     check: Callable[[object], str | None] | None = None
     metavar: str | None = None
     default_help: str = ""
+    library: bool = False
 
     def problem(self, value: object) -> str | None:
         """What is wrong with `value` for this option (without the option's name), or None."""
+        if self.library:
+            return None
         if value is None:
             return None if self.nullable else "must be given (None is not allowed)"
         if self.kind is tuple:
@@ -91,28 +94,28 @@ OPTIONS: tuple[Option, ...] = (
            "top-k SVM", group="loss", default="softmax"),
     Option("p_k", tuple, "P_K, the probabilities of k = 1..K, e.g. .5,0,0,0,.5 (smooth_topk: one-hot, the k "
            "it optimises)", group="loss",
-           metavar="P1,...,PK", default_help="1,0,0,0,0 for softmax, none for the others"),
+           metavar="P1,...,PK", default_help="1,0,0,0,0 for softmax, none for the others", library=True),
     Option("inverse_temperature", float, "steepness beta of the relaxation (NeuralSort/SoftSort: tau = "
-           "1/beta)", group="loss", scope="relaxation", default=1.0),
-    # not `--m`: torchrun would take it for an abbreviation of its own options
+           "1/beta)", group="loss", scope="relaxation", default=1.0, library=True),
     Option("m", int, "top-m preselection: rank only the true class and the m-1 highest others; none "
-           "ranks every class", group="loss", scope="relaxation", nullable=True, metavar="M"),
+           "ranks every class", group="loss", scope="relaxation", nullable=True, metavar="M", library=True),
     # the library's defaults are cauchy and 0.25; the paper's settings, which the command line follows,
     # use logistic_phi and 0.5
     Option("distribution", str, f"comparator sigmoid of the sorting networks: {', '.join(DISTRIBUTIONS)} "
            "(the paper's setting, not the library's default cauchy)", group="loss", scope="network",
-           default="logistic_phi"),
+           default="logistic_phi", library=True),
     Option("art_lambda", float, "lambda of the logistic_phi sigmoid (the paper's setting, not the library's "
-           "default 0.25)", group="loss", scope="network", default=0.5),
+           "default 0.25)", group="loss", scope="network", default=0.5, library=True),
     Option("top1_mode", str, "how the k = 1 term is computed: sm (softmax probability), smce (a "
            "cross-entropy term), sort (the relaxation)", group="loss", scope="relaxation",
-           choices=("sm", "smce", "sort"), default="sm"),
+           default="sm", library=True),
     Option("tau", float, "temperature of the smooth top-k SVM", group="loss", scope="smooth_topk",
-           default=1.0),
-    Option("alpha", float, "margin of the smooth top-k SVM", group="loss", scope="smooth_topk", default=1.0),
+           default=1.0, library=True),
+    Option("alpha", float, "margin of the smooth top-k SVM", group="loss", scope="smooth_topk", default=1.0,
+           library=True),
     # the targets
     Option("label_smoothing", float, "label smoothing epsilon, as in torch.nn.CrossEntropyLoss",
-           group="targets", scope="ce", default=0.0, metavar="EPS"),
+           group="targets", scope="ce", default=0.0, metavar="EPS", library=True),
     Option("mixup", float, "mixup with mixing weights drawn from Beta(alpha, alpha) per batch; 0 is off",
            group="targets", scope="ce", protocols=("train",), default=0.0, check=_non_negative,
            metavar="ALPHA"),
@@ -159,13 +162,15 @@ def check_value(name: str, value: object) -> object:
         error = TypeError if problem.startswith(("must be of type", "must be a number", "must be a list")) \
             else ValueError
         raise error(f"`{name}` {problem}")
-    if value is None:
-        return value
-    if option.kind is tuple:
-        return tuple(float(v) for v in value)
-    if name == "val_size" and value >= 1:
-        return int(value)
-    return float(value) if option.kind is float else value
+    if option.kind is tuple and isinstance(value, (list, tuple)):
+        return tuple(float(v) if _is_number(v) else v for v in value)
+    if option.kind is float and _is_number(value):
+        return int(value) if name == "val_size" and value >= 1 else float(value)
+    return value
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def parse_text(option: Option, text: str) -> object:

@@ -178,9 +178,8 @@ class Trainer:
     @torch.no_grad()
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                   batch_size: int = 1000) -> dict[str, float]:
-        """Top-k accuracies (`top{k}`, by `softtopk.metrics.topk_accuracy`, whose ties are broken as
-        `torch.topk` breaks them) and mean loss (`loss`) on the rows `index` of `x`, `y`, shared out
-        over the processes."""
+        """Top-k accuracies (`top{k}`, by `softtopk.metrics.topk_accuracy`, ties included) and mean loss
+        (`loss`) on the rows `index` of `x`, `y`, shared out over the processes."""
         self.model.eval()
         sums = torch.zeros(len(self.ks) + 1, dtype=torch.float64)  # hits per k, then the loss sum
         for rows in torch.split(self.group.shard(index), batch_size):
