@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import time
@@ -26,7 +27,6 @@ from _dispatch import dispatch_stats
 from bench_losses import SETTINGS
 
 import softtopk
-from softtopk.experiments.runfiles import write_json
 
 BACKENDS = ("cross-entropy", "torch eager", "torch compiled", "triton")
 
@@ -133,7 +133,9 @@ def main() -> None:
         rows.append({"setting": setting, "dtype": dtype, "network": network, "method": method, "ms": ms,
                      "ratio_to_cross_entropy": ms / base, "aten_ops": ops})
         if args.json:
-            write_json(Path(args.json), {"device": name, "torch": torch.__version__, "rows": rows})
+            draft = Path(f"{args.json}.tmp")  # complete before it replaces the file
+            draft.write_text(json.dumps({"device": name, "torch": torch.__version__, "rows": rows}, indent=2))
+            os.replace(draft, args.json)
 
     for setting, batch, classes, m, p_k in SETTINGS:
         if setting not in chosen:

@@ -5,7 +5,7 @@ Usage::
 
     python scripts/plot_engines.py [--beta 1.0] [--transport-beta 30.0] [--out docs/engines.png]
 
-Needs matplotlib (`pip install 'softtopk[experiments]'`). The sorting networks use the logistic
+Needs matplotlib (`pip install matplotlib`). The sorting networks use the logistic
 sigmoid. The methods that act on raw scores run at `--beta`; the optimal-transport ones act on
 standardised scores squashed to (0, 1) with a squared-distance cost, whose scale asks for a larger
 inverse temperature (`--transport-beta`).

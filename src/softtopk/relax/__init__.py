@@ -4,6 +4,8 @@ defines its `Relaxation` (see `relaxation.py` for the interface) and one entry h
 
 from __future__ import annotations
 
+import softtopk.sigmoids
+
 from . import lapsum, neuralsort, ot_topk, sinkhorn, softsort, sorting_network
 from .relaxation import Relaxation
 
@@ -18,5 +20,7 @@ RELAXATIONS: dict[str, Relaxation] = {r.name: r for r in (
     lapsum.RELAXATION,
 )}
 METHODS: tuple[str, ...] = tuple(RELAXATIONS)
+NETWORK_METHODS = tuple(n for n, r in RELAXATIONS.items() if r.family == "sorting network")
+DISTRIBUTIONS = tuple(softtopk.sigmoids.DISTRIBUTIONS)
 
-__all__ = ["METHODS", "RELAXATIONS", "Relaxation"]
+__all__ = ["DISTRIBUTIONS", "METHODS", "NETWORK_METHODS", "RELAXATIONS", "Relaxation"]

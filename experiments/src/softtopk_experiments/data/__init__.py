@@ -1,0 +1,1 @@
+"""The data sets: their records (`records`), loaders, splits, feature cache, augmentation and mixing."""

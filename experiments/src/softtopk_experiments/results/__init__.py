@@ -1,0 +1,1 @@
+"""The results of runs: the names of run files and metrics, the run folder, summaries and reports."""

@@ -1,0 +1,1 @@
+"""Training: the models, the trainer loop, torchrun's process group and progress lines."""

@@ -1,1 +1,0 @@
-"""The paper's experiment protocols: data sets, models, training loop and the command line."""
