@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import softtopk
-from softtopk.networks import KINDS
+from softtopk.relax import NETWORK_METHODS as KINDS
 from softtopk.relax import RELAXATIONS
 
 METHODS = ("softmax", *softtopk.METHODS, "smooth_topk")

@@ -1,5 +1,7 @@
-"""Triton backend of the sorting networks' autograd Functions: one launch runs every layer forward,
-one runs every layer back.
+"""The Triton backend of the sorting networks: one launch runs every layer forward, one runs every
+layer back. Its autograd Functions (`LinearNetwork`, `LogNetwork`, and `ItemRanks`, the loss's
+one-item path) have the same interface as `torch_path`: `linear_network(state, key, ...)` and
+`item_ranks(scores, index, key, ...)`, `key` = (kind, n, k); `backend.choose` sends float32 alone here.
 
 Program layout: program `p` owns the batch columns `[p * BLOCK_B, (p + 1) * BLOCK_B)` of the state
 `[n, C, B]` and runs the whole network on them; programs never share a column, so they need no
@@ -11,10 +13,10 @@ stores them back, first the values (and mask) channels, which decide the swap, t
 channels one at a time with the same swap. Comparators of a layer are disjoint, so its loads and
 stores never overlap; a barrier separates layers.
 
-The one-item path of the loss (`ItemRanks`) dispatches nothing around its two launches but their
-buffers: the forward kernel builds the state itself from the scores and the items (values with the
-masked items at 0, the mask, one mass channel per item) and writes P `[B, J, k]` where the caller
-reads it; the backward kernel writes the scores' gradient `[B, n]`.
+The one-item path of the loss (`ItemRanks`) dispatches nothing around its two launches
+but their buffers: the forward kernel builds the state itself from the scores and the items (values
+with the masked items at 0, the mask, one mass channel per item) and writes P `[B, J, k]` where the
+caller reads it; the backward kernel writes the scores' gradient `[B, n]`.
 
 Saved, not recomputed: the backward of a layer needs the differences `d` of every linear channel
 before it (and, for log masses, the masses before it), which only a re-run of the network up to
@@ -27,6 +29,12 @@ is recomputed: the swap `exp(log swap)` and the total masses of the log network.
 
 The kernel computes in float32 (its sigmoids are accurate to float32, from Triton's elementwise
 maths only), so float64 states stay on the torch path.
+
+Element (wire w, channel c, column b) of the working state `[n, C, B]` is at (w * C + c) * B + b;
+slot s of comparator t's saved row `[T, S, B]` at (t * S + s) * B + b. The slots: d of the L linear
+channels; then, for linear mass, d of the J mass channels, for log mass the J masses of the min wire
+and the J of the max wire; then swap and slope (linear) or log swap, log stay, slope of log swap and
+slope of log stay (log).
 """
 
 from __future__ import annotations
@@ -39,87 +47,41 @@ import torch
 import triton
 import triton.language as tl
 
-from ..networks import top_ranks_network
-from ..sigmoids import _ART_EPS, DISTRIBUTIONS, SIGMOIDS, Distribution
+from .layouts import top_ranks_network
+from .sigmoids import _ART_EPS, DISTRIBUTIONS, SIGMOIDS, Distribution
 
 Tensor = torch.Tensor
-
-VERIFIED_ON_GPU = False
-"""Whether the kernel has been checked against the torch path on a real GPU; until it has, `auto`
-keeps CUDA tensors on the torch path (so far it has only run under Triton's interpreter)."""
-
-INTERPRETED = triton.knobs.runtime.interpret
-"""Whether the kernels were built for Triton's interpreter (TRITON_INTERPRET=1 when this module was
-first imported), which runs them on CPU tensors."""
+Key = tuple[str, int, int]
 
 BLOCK_B = 32  # batch columns per program: 128 bytes of float32, one coalesced segment
 NUM_WARPS = 4
-_SIGMOID_NAMES = ("logistic", "cauchy", "gaussian", "reciprocal", "optimal")  # the kernels' SIGMOID numbers
-_SIGMOID_IDS = {SIGMOIDS[name]: i for i, name in enumerate(_SIGMOID_NAMES)}
+
+
+SIGMOID_NUMBERS = {name: number for number, name in enumerate(SIGMOIDS)}
+"""The kernels' SIGMOID argument of each sigmoid of `sigmoids.SIGMOIDS`, by name."""
+_SIGMOID_NUMBERS = {SIGMOIDS[name]: number for name, number in SIGMOID_NUMBERS.items()}
+
+LOGISTIC: tl.constexpr = tl.constexpr(SIGMOID_NUMBERS["logistic"])
+CAUCHY: tl.constexpr = tl.constexpr(SIGMOID_NUMBERS["cauchy"])
+GAUSSIAN: tl.constexpr = tl.constexpr(SIGMOID_NUMBERS["gaussian"])
+RECIPROCAL: tl.constexpr = tl.constexpr(SIGMOID_NUMBERS["reciprocal"])
+OPTIMAL: tl.constexpr = tl.constexpr(SIGMOID_NUMBERS["optimal"])
 
 ART_EPS: tl.constexpr = tl.constexpr(_ART_EPS)
 PI: tl.constexpr = tl.constexpr(math.pi)
 LOG_SQRT_2PI: tl.constexpr = tl.constexpr(0.5 * math.log(2 * math.pi))
-FLOOR: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).min)
-
-
-def selected(device_type: str, dtype: torch.dtype, choice: str) -> bool:
-    """Whether the kernel runs for a state on `device_type` of `dtype` under `SOFTTOPK_BACKEND=choice`
-    ('auto' or 'triton'); raises where 'triton' is asked for but cannot run."""
-    if dtype != torch.float32:
-        return False
-    if choice == "auto":
-        return device_type == "cuda" and VERIFIED_ON_GPU
-    if device_type == "cpu" and not INTERPRETED:
-        raise RuntimeError("SOFTTOPK_BACKEND=triton on a CPU tensor needs Triton's interpreter: set "
-                           "TRITON_INTERPRET=1 before the first call (or SOFTTOPK_BACKEND=torch)")
-    if device_type not in ("cuda", "cpu"):
-        raise RuntimeError(f"SOFTTOPK_BACKEND=triton runs on CUDA tensors (and on CPU tensors under "
-                           f"Triton's interpreter), got a tensor on {device_type!r}")
-    return True
-
-
-@dataclass(frozen=True)
-class _Tables:
-    """A network laid out for the kernel: `pairs[l, 0, j]` and `pairs[l, 1, j]` are the min and max
-    wires of comparator j of layer l (0 past the layer's end), `starts[l]` the index of layer l's
-    first comparator among all T (`starts[-1] = T`), `width` a power of two >= every layer."""
-
-    pairs: Tensor  # [layers, 2, width] int32
-    starts: Tensor  # [layers + 1] int32
-    width: int
-    comparators: int
-
-
-@lru_cache(maxsize=256)
-def _tables(kind: str, n: int, k: int, device: torch.device) -> _Tables:
-    network = top_ranks_network(kind, n, k)
-    width = triton.next_power_of_2(max((len(layer) for layer in network), default=1))
-    padding = [0] * width
-    pairs = [[([lo for lo, _ in layer] + padding)[:width], ([hi for _, hi in layer] + padding)[:width]]
-             for layer in network] or [[padding, padding]]
-    starts = [0]
-    for layer in network:
-        starts.append(starts[-1] + len(layer))
-    return _Tables(torch.tensor(pairs, dtype=torch.int32, device=device),
-                   torch.tensor(starts, dtype=torch.int32, device=device), width, starts[-1])
-
-
-def _sigmoid_id(dist: Distribution) -> int:
-    if dist.sigmoid not in _SIGMOID_IDS:
-        raise ValueError(f"the Triton backend knows the sigmoids of {', '.join(DISTRIBUTIONS)}; got {dist}")
-    return _SIGMOID_IDS[dist.sigmoid]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Elementwise maths (float32) from +, *, /, exp and log alone, so that the interpreter runs the same
 # code. The kernels use Triton's builtins only, none of its library functions (tl.sum, tl.zeros_like):
 # those are compiled or interpreted as TRITON_INTERPRET was when triton was first imported, and the
-# interpreter runs a reduction with a custom combine function element by element.
+# interpreter runs a reduction with a custom combine function element by element. A sigmoid added to
+# `sigmoids.SIGMOIDS` needs its branches here, and the kernel tests run every one.
 
 
 @triton.jit
-def _log1p(x):
+def log1p(x):
     """log(1 + x), accurate for small x (the rounding error of 1 + x is divided out)."""
     y = 1 + x
     z = y - 1
@@ -127,14 +89,14 @@ def _log1p(x):
 
 
 @triton.jit
-def _logaddexp(a, b):
+def logaddexp(a, b):
     top = tl.maximum(a, b)
     gap = tl.where(top == -float("inf"), 0.0, tl.abs(a - b))
-    return top + _log1p(tl.exp(-gap))
+    return top + log1p(tl.exp(-gap))
 
 
 @triton.jit
-def _atan(x):
+def atan(x):
     """arctan by reduction to |r| <= tan(pi/8) and an odd polynomial (Cephes' atanf coefficients)."""
     a = tl.abs(x)
     big = a > 2.414213562373095  # tan(3 pi / 8)
@@ -147,7 +109,7 @@ def _atan(x):
 
 
 @triton.jit
-def _gaussian_log_tail(u):
+def gaussian_log_tail(u):
     """log Phi(-|u|), from erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2), z = |u| / sqrt 2
     (Numerical Recipes' Chebyshev fit, relative error < 1.2e-7)."""
     z = tl.abs(u) * 0.7071067811865476
@@ -165,7 +127,7 @@ def _gaussian_log_tail(u):
 
 
 @triton.jit
-def _argument(d, beta, lam, PHI: tl.constexpr):
+def argument(d, beta, lam, PHI: tl.constexpr):
     """u(d) and du/dd: -beta d, or -beta d / (|d| + eps)^lam for the activation replacement trick."""
     if PHI:
         t = tl.abs(d) + ART_EPS
@@ -179,24 +141,24 @@ def _argument(d, beta, lam, PHI: tl.constexpr):
 
 
 @triton.jit
-def _swap_and_slope(d, beta, lam, SIGMOID: tl.constexpr, PHI: tl.constexpr):
-    """sigma = F(u(d)) and d sigma / dd; SIGMOID numbers `sigmoids.SIGMOIDS` in order."""
-    u, du = _argument(d, beta, lam, PHI)
-    if SIGMOID == 0:  # logistic
+def swap_and_slope(d, beta, lam, SIGMOID: tl.constexpr, PHI: tl.constexpr):
+    """sigma = F(u(d)) and d sigma / dd, for the sigmoid numbered SIGMOID (`SIGMOID_NUMBERS`)."""
+    u, du = argument(d, beta, lam, PHI)
+    if SIGMOID == LOGISTIC:
         s = 1 / (1 + tl.exp(-u))
         density = s * (1 - s)
-    elif SIGMOID == 1:  # cauchy
-        s = _atan(u) / PI + 0.5
+    elif SIGMOID == CAUCHY:
+        s = atan(u) / PI + 0.5
         density = 1 / (PI * (1 + u * u))
-    elif SIGMOID == 2:  # gaussian
-        tail = tl.exp(_gaussian_log_tail(u))
+    elif SIGMOID == GAUSSIAN:
+        tail = tl.exp(gaussian_log_tail(u))
         s = tl.where(u < 0, tail, 1 - tail)
         density = tl.exp(-0.5 * u * u - LOG_SQRT_2PI)
-    elif SIGMOID == 3:  # reciprocal
+    elif SIGMOID == RECIPROCAL:
         a = tl.abs(u)
         s = 0.5 * (u / (2 + a) + 1)
         density = 1 / ((2 + a) * (2 + a))
-    else:  # optimal
+    else:  # OPTIMAL
         a = tl.abs(u)
         sign = tl.where(u > 0, 1.0, tl.where(u < 0, -1.0, 0.0))
         s = 0.5 + sign * tl.where(a <= 0.25, a, 0.5 - 1 / (16 * a + ART_EPS))
@@ -205,36 +167,39 @@ def _swap_and_slope(d, beta, lam, SIGMOID: tl.constexpr, PHI: tl.constexpr):
 
 
 @triton.jit
-def _log_cdf_and_hazard(u, SIGMOID: tl.constexpr):
+def log_cdf_and_hazard(u, SIGMOID: tl.constexpr):
     """log F(u) and F'(u) / F(u), finite for every finite u."""
     a = tl.abs(u)
-    if SIGMOID == 0:  # logistic
-        log_cdf = tl.minimum(u, 0.0) - _log1p(tl.exp(-a))
+    if SIGMOID == LOGISTIC:
+        log_cdf = tl.minimum(u, 0.0) - log1p(tl.exp(-a))
         hazard = 1 / (1 + tl.exp(u))
-    elif SIGMOID == 1:  # cauchy
-        tail = _atan(1 / a) / PI  # F(-|u|)
-        log_cdf = tl.where(u < 0, tl.log(tail), _log1p(-tail))
+    elif SIGMOID == CAUCHY:
+        tail = atan(1 / a) / PI  # F(-|u|)
+        log_cdf = tl.where(u < 0, tl.log(tail), log1p(-tail))
         hazard = 1 / (PI * (1 + u * u) * tl.where(u < 0, tail, 1 - tail))
-    elif SIGMOID == 2:  # gaussian
-        log_tail = _gaussian_log_tail(u)
-        log_cdf = tl.where(u < 0, log_tail, _log1p(-tl.exp(log_tail)))
+    elif SIGMOID == GAUSSIAN:
+        log_tail = gaussian_log_tail(u)
+        log_cdf = tl.where(u < 0, log_tail, log1p(-tl.exp(log_tail)))
         hazard = tl.exp(-0.5 * u * u - LOG_SQRT_2PI - log_cdf)
-    elif SIGMOID == 3:  # reciprocal
-        log_cdf = tl.where(u < 0, 0.0, _log1p(a)) - tl.log(2 + a)
+    elif SIGMOID == RECIPROCAL:
+        log_cdf = tl.where(u < 0, 0.0, log1p(a)) - tl.log(2 + a)
         hazard = 1 / tl.where(u < 0, 2 + a, (2 + a) * (1 + a))
-    else:  # optimal
-        outer = tl.where(u < 0, -tl.log(16 * a), _log1p(-1 / (16 * a)))
+    else:  # OPTIMAL
+        outer = tl.where(u < 0, -tl.log(16 * a), log1p(-1 / (16 * a)))
         log_cdf = tl.where(a <= 0.25, tl.log(0.5 + u), outer)
         hazard = 1 / tl.where(a <= 0.25, 0.5 + u, tl.where(u < 0, a, a * (16 * a - 1)))
     return log_cdf, hazard
 
 
+INTERPRETED = triton.knobs.runtime.interpret
+"""Whether the kernels were built for Triton's interpreter (TRITON_INTERPRET=1 when this module was
+first imported), which runs them on CPU tensors."""
+
+FLOOR: tl.constexpr = tl.constexpr(torch.finfo(torch.float32).min)
+
+
 # ---------------------------------------------------------------------------------------------------
-# Kernels. Element (wire w, channel c, column b) of the working state `[n, C, B]` is at
-# (w * C + c) * B + b; slot s of comparator t's saved row `[T, S, B]` at (t * S + s) * B + b. The
-# slots: d of the L linear channels; then, for linear mass, d of the J mass channels, for log mass
-# the J masses of the min wire and the J of the max wire; then swap and slope (linear) or log swap,
-# log stay, slope of log swap and slope of log stay (log).
+# Kernels.
 
 
 @triton.jit
@@ -317,7 +282,7 @@ def _layer_tile(pairs, starts, layer, C, S, B, WIDTH: tl.constexpr, BLOCK_B: tl.
 
 
 @triton.jit
-def _forward_kernel(
+def forward_kernel(
     linear_in, lin_sp, lin_sc, lin_sb,  # the L linear channels `[n, L, B]`; FROM_SCORES: scores `[n, 1, B]`
     mass_in, mass_sp, mass_sc, mass_sb,  # the J (log) masses `[n, J, B]`; FROM_SCORES: items `[1, J, B]`
     work, saved, out_linear, out_lin_sp, out_mass, out_mass_sp, out_mass_sc, out_mass_sb,
@@ -344,14 +309,14 @@ def _forward_kernel(
         x_hi = tl.load(work + at_hi, mask=ok, other=0.0)
         d = x_hi - x_lo
         if LOG:
-            u, du = _argument(d, beta, lam, PHI)
-            log_swap, hazard_swap = _log_cdf_and_hazard(u, SIGMOID)
-            log_stay, hazard_stay = _log_cdf_and_hazard(-u, SIGMOID)
+            u, du = argument(d, beta, lam, PHI)
+            log_swap, hazard_swap = log_cdf_and_hazard(u, SIGMOID)
+            log_stay, hazard_stay = log_cdf_and_hazard(-u, SIGMOID)
             slope_swap = hazard_swap * du
             slope_stay = hazard_stay * -du
             swap = tl.exp(log_swap)
         else:
-            swap, slope = _swap_and_slope(d, beta, lam, SIGMOID, PHI)
+            swap, slope = swap_and_slope(d, beta, lam, SIGMOID, PHI)
         if MASKED:  # a masked min wire keeps its item (swap 0), else a masked max wire gives it away (swap 1)
             m_lo = tl.load(work + at_lo + B, mask=ok, other=0.0)
             m_hi = tl.load(work + at_hi + B, mask=ok, other=0.0)
@@ -389,8 +354,8 @@ def _forward_kernel(
             v_lo = tl.load(work + at_lo + c * B, mask=ok, other=0.0)
             v_hi = tl.load(work + at_hi + c * B, mask=ok, other=0.0)
             if LOG:
-                tl.store(work + at_lo + c * B, _logaddexp(v_lo + log_stay, v_hi + log_swap), mask=ok)
-                tl.store(work + at_hi + c * B, _logaddexp(v_lo + log_swap, v_hi + log_stay), mask=ok)
+                tl.store(work + at_lo + c * B, logaddexp(v_lo + log_stay, v_hi + log_swap), mask=ok)
+                tl.store(work + at_hi + c * B, logaddexp(v_lo + log_swap, v_hi + log_stay), mask=ok)
                 if SAVE:
                     tl.store(saved + row + c * B, v_lo, mask=ok)
                     tl.store(saved + row + (c + J) * B, v_hi, mask=ok)
@@ -409,7 +374,7 @@ def _forward_kernel(
 
 
 @triton.jit
-def _backward_kernel(
+def backward_kernel(
     grad_linear, gl_sp, gl_sc, gl_sb,  # [k, L, B], any strides (FROM_SCORES: not read, zero)
     grad_mass, gm_sp, gm_sc, gm_sb,  # [k, J, B], any strides
     grad, saved,  # [n, C, B] (the result; FROM_SCORES: scratch), [T, S, B]
@@ -450,8 +415,8 @@ def _backward_kernel(
             if LOG:  # each path weighs by its share of the total it flows into
                 v_lo = tl.load(saved + row + c * B, mask=ok, other=0.0)
                 v_hi = tl.load(saved + row + (c + J) * B, mask=ok, other=0.0)
-                total_lo = tl.maximum(_logaddexp(v_lo + log_stay, v_hi + log_swap), FLOOR)
-                total_hi = tl.maximum(_logaddexp(v_lo + log_swap, v_hi + log_stay), FLOOR)
+                total_lo = tl.maximum(logaddexp(v_lo + log_stay, v_hi + log_swap), FLOOR)
+                total_hi = tl.maximum(logaddexp(v_lo + log_swap, v_hi + log_stay), FLOOR)
                 low_stays = g_lo * tl.exp(v_lo + log_stay - total_lo)
                 high_swaps = g_lo * tl.exp(v_hi + log_swap - total_lo)
                 low_swaps = g_hi * tl.exp(v_lo + log_swap - total_hi)
@@ -491,12 +456,45 @@ def _backward_kernel(
 
 
 # ---------------------------------------------------------------------------------------------------
-# The autograd Functions' forward and backward on this backend.
+# Tables, launches and the autograd Functions.
 
 
-def _forward(ctx, linear: Tensor, mass: Tensor, out_linear: Tensor, out_mass: Tensor,
-             key: tuple[str, int, int], dist: Distribution, beta: float, lam: float, masked: bool,
-             log: bool, from_scores: bool = False) -> Tensor | None:
+@dataclass(frozen=True)
+class _Tables:
+    """A network laid out for the kernel: `pairs[l, 0, j]` and `pairs[l, 1, j]` are the min and max
+    wires of comparator j of layer l (0 past the layer's end), `starts[l]` the index of layer l's
+    first comparator among all T (`starts[-1] = T`), `width` a power of two >= every layer."""
+
+    pairs: Tensor  # [layers, 2, width] int32
+    starts: Tensor  # [layers + 1] int32
+    width: int
+    comparators: int
+    layers: int
+
+
+@lru_cache(maxsize=256)
+def _tables(kind: str, n: int, k: int, device: torch.device) -> _Tables:
+    network = top_ranks_network(kind, n, k)
+    width = triton.next_power_of_2(max((len(layer) for layer in network), default=1))
+    padding = [0] * width
+    pairs = [[([lo for lo, _ in layer] + padding)[:width], ([hi for _, hi in layer] + padding)[:width]]
+             for layer in network] or [[padding, padding]]
+    starts = [0]
+    for layer in network:
+        starts.append(starts[-1] + len(layer))
+    return _Tables(torch.tensor(pairs, dtype=torch.int32, device=device),
+                   torch.tensor(starts, dtype=torch.int32, device=device), width, starts[-1], len(network))
+
+
+def _sigmoid_number(dist: Distribution) -> int:
+    if dist.sigmoid not in _SIGMOID_NUMBERS:
+        raise ValueError(f"the Triton backend knows the sigmoids of {', '.join(DISTRIBUTIONS)}; got {dist}")
+    return _SIGMOID_NUMBERS[dist.sigmoid]
+
+
+def _forward(ctx, linear: Tensor, mass: Tensor, out_linear: Tensor, out_mass: Tensor, key: Key,
+             dist: Distribution, beta: float, lam: float, masked: bool, log: bool,
+             from_scores: bool = False) -> Tensor | None:
     """One launch over every layer. `linear [n, L, B]` and `mass [n, J, B]` start the state, or, with
     `from_scores`, the scores `[n, 1, B]` and the items `[1, J, B]` do (`out_linear` is then not
     written). Returns the buffer of the saved rows, which the working state shares, where a gradient
@@ -509,12 +507,17 @@ def _forward(ctx, linear: Tensor, mass: Tensor, out_linear: Tensor, out_mass: Te
     slots = lin + (2 if log else 1) * mass_channels + (4 if log else 2)
     state_size = n * (lin + mass_channels) * batch
     buffer = linear.new_empty(state_size + (tables.comparators * slots * batch if save else 0))
-    _forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
-        linear, *linear.stride(), mass, *mass.stride(), buffer, buffer[state_size:], out_linear,
-        out_linear.stride(0), out_mass, *out_mass.stride(), tables.pairs, tables.starts, n, k, mass_channels,
-        batch, tables.starts.numel() - 1, float(beta), float(lam), MASKED=masked, LOG=log, SAVE=save,
-        FROM_SCORES=from_scores, SIGMOID=_sigmoid_id(dist), PHI=dist.phi, WIDTH=tables.width,
-        BLOCK_B=BLOCK_B, num_warps=NUM_WARPS,
+    forward_kernel[(triton.cdiv(batch, BLOCK_B),)](
+        linear_in=linear, lin_sp=linear.stride(0), lin_sc=linear.stride(1), lin_sb=linear.stride(2),
+        mass_in=mass, mass_sp=mass.stride(0), mass_sc=mass.stride(1), mass_sb=mass.stride(2),
+        work=buffer, saved=buffer[state_size:],
+        out_linear=out_linear, out_lin_sp=out_linear.stride(0),
+        out_mass=out_mass, out_mass_sp=out_mass.stride(0), out_mass_sc=out_mass.stride(1),
+        out_mass_sb=out_mass.stride(2),
+        pairs=tables.pairs, starts=tables.starts, n=n, k=k, J=mass_channels, B=batch, layers=tables.layers,
+        beta=float(beta), lam=float(lam),
+        MASKED=masked, LOG=log, SAVE=save, FROM_SCORES=from_scores, SIGMOID=_sigmoid_number(dist),
+        PHI=dist.phi, WIDTH=tables.width, BLOCK_B=BLOCK_B, num_warps=NUM_WARPS,
     )
     ctx.tables, ctx.n, ctx.masked, ctx.log, ctx.saved_at = tables, n, masked, log, state_size
     return buffer if save else None
@@ -533,62 +536,75 @@ def _backward(ctx, grad_linear: Tensor, grad_mass: Tensor, buffer: Tensor, value
     grad = out[:state_size].view(n, channels, batch)
     result = out[state_size:].view(batch, n) if from_scores else grad
     scores = values if from_scores else grad  # read only from_scores
-    _backward_kernel[(triton.cdiv(batch, BLOCK_B),)](
-        grad_linear, *grad_linear.stride(), grad_mass, *grad_mass.stride(), grad, buffer[ctx.saved_at:],
-        scores, scores.stride(0), scores.stride(-1), result, result.stride(-1), result.stride(0),
-        tables.pairs, tables.starts, n, k, grad_mass.shape[1], batch, tables.starts.numel() - 1,
+    backward_kernel[(triton.cdiv(batch, BLOCK_B),)](
+        grad_linear=grad_linear, gl_sp=grad_linear.stride(0), gl_sc=grad_linear.stride(1),
+        gl_sb=grad_linear.stride(2),
+        grad_mass=grad_mass, gm_sp=grad_mass.stride(0), gm_sc=grad_mass.stride(1), gm_sb=grad_mass.stride(2),
+        grad=grad, saved=buffer[ctx.saved_at:],
+        scores=scores, sc_sp=scores.stride(0), sc_sb=scores.stride(-1),
+        grad_scores=result, gs_sp=result.stride(-1), gs_sb=result.stride(0),
+        pairs=tables.pairs, starts=tables.starts, n=n, k=k, J=grad_mass.shape[1], B=batch,
+        layers=tables.layers,
         MASKED=ctx.masked, LOG=ctx.log, FROM_SCORES=from_scores, WIDTH=tables.width, BLOCK_B=BLOCK_B,
         num_warps=NUM_WARPS,
     )
     return result
 
 
-def linear_forward(ctx, state: Tensor, key: tuple[str, int, int], dist: Distribution, beta: float, lam: float,
-                   masked: bool) -> Tensor:
-    """`_LinearNetwork.forward`: state `[n, C, B]` -> the state on the wires of ranks 0..k-1 `[k, C, B]`."""
-    lin = 2 if masked else 1
-    out = state.new_empty(key[2], state.shape[1], state.shape[2])
-    buffer = _forward(ctx, state[:, :lin], state[:, lin:], out[:, :lin], out[:, lin:], key, dist, beta, lam,
-                      masked, log=False)
-    if buffer is not None:
-        ctx.save_for_backward(buffer)
-    return out
+class LinearNetwork(torch.autograd.Function):
+    """state `[n, C, B]` -> the state on the wires of ranks 0..k-1, `[k, C, B]`, as
+    `torch_path.LinearNetwork` computes it."""
+
+    @staticmethod
+    def forward(ctx, state: Tensor, key: Key, dist: Distribution, beta: float, lam: float,
+                masked: bool) -> Tensor:
+        lin = 2 if masked else 1
+        out = state.new_empty(key[2], state.shape[1], state.shape[2])
+        buffer = _forward(ctx, state[:, :lin], state[:, lin:], out[:, :lin], out[:, lin:], key, dist, beta,
+                          lam, masked, log=False)
+        if buffer is not None:
+            ctx.save_for_backward(buffer)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        lin = 2 if ctx.masked else 1
+        grad = _backward(ctx, grad_out[:, :lin], grad_out[:, lin:], *ctx.saved_tensors)
+        return grad, None, None, None, None, None
 
 
-def linear_backward(ctx, grad_out: Tensor):
-    lin = 2 if ctx.masked else 1
-    grad = _backward(ctx, grad_out[:, :lin], grad_out[:, lin:], *ctx.saved_tensors)
-    return grad, None, None, None, None, None
+class LogNetwork(torch.autograd.Function):
+    """Linear channels `[n, L, B]` and log masses `[n, J, B]` -> both on the wires of ranks 0..k-1,
+    `[k, L, B]` and `[k, J, B]`, as `torch_path.LogNetwork` computes them."""
 
+    @staticmethod
+    def forward(ctx, linear: Tensor, log_mass: Tensor, key: Key, dist: Distribution, beta: float,
+                lam: float, masked: bool) -> tuple[Tensor, Tensor]:
+        k, batch = key[2], linear.shape[2]
+        out_linear = linear.new_empty(k, linear.shape[1], batch)
+        out_mass = log_mass.new_empty(k, log_mass.shape[1], batch)
+        buffer = _forward(ctx, linear, log_mass, out_linear, out_mass, key, dist, beta, lam, masked, log=True)
+        if buffer is not None:
+            ctx.save_for_backward(buffer)
+        return out_linear, out_mass
 
-def log_forward(ctx, linear: Tensor, log_mass: Tensor, key: tuple[str, int, int], dist: Distribution,
-                beta: float, lam: float, masked: bool) -> tuple[Tensor, Tensor]:
-    """`_LogNetwork.forward`: linear `[n, L, B]` and log masses `[n, J, B]` -> both on the wires of
-    ranks 0..k-1."""
-    k, batch = key[2], linear.shape[2]
-    out_linear = linear.new_empty(k, linear.shape[1], batch)
-    out_mass = log_mass.new_empty(k, log_mass.shape[1], batch)
-    buffer = _forward(ctx, linear, log_mass, out_linear, out_mass, key, dist, beta, lam, masked, log=True)
-    if buffer is not None:
-        ctx.save_for_backward(buffer)
-    return out_linear, out_mass
-
-
-def log_backward(ctx, grad_linear: Tensor, grad_log: Tensor):
-    grad = _backward(ctx, grad_linear, grad_log, *ctx.saved_tensors)
-    lin = grad_linear.shape[1]
-    return grad[:, :lin], grad[:, lin:], None, None, None, None, None
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_linear: Tensor, grad_log: Tensor):
+        grad = _backward(ctx, grad_linear, grad_log, *ctx.saved_tensors)
+        lin = grad_linear.shape[1]
+        return grad[:, :lin], grad[:, lin:], None, None, None, None, None
 
 
 class ItemRanks(torch.autograd.Function):
     """The one-item path in one launch each way: scores `[B, n]` and items `[B, J]` -> P (or log P)
-    of each item's ranks 0..k-1 `[B, J, k]`, as `sorting_network.item_ranks` computes it on the torch
-    path; the kernel builds the state itself (masked items always handled) and writes the gradient of
-    the scores."""
+    of each item's ranks 0..k-1 `[B, J, k]`, as `torch_path.item_ranks` computes it; the kernel
+    builds the state itself (masked items always handled) and writes the gradient of the scores."""
 
     @staticmethod
-    def forward(ctx, scores: Tensor, index: Tensor, key: tuple[str, int, int], dist: Distribution,
-                beta: float, lam: float, log: bool) -> Tensor:
+    def forward(ctx, scores: Tensor, index: Tensor, key: Key, dist: Distribution, beta: float, lam: float,
+                log: bool) -> Tensor:
         out = scores.new_empty(index.shape[0], index.shape[1], key[2])
         buffer = _forward(ctx, scores.t().unsqueeze(1), index.t().unsqueeze(0), out, out.permute(2, 1, 0),
                           key, dist, beta, lam, masked=True, log=log, from_scores=True)
@@ -603,3 +619,16 @@ class ItemRanks(torch.autograd.Function):
         grad_mass = grad_out.permute(2, 1, 0)  # [k, J, B]; no gradient reaches the linear channels
         grad = _backward(ctx, grad_mass, grad_mass, buffer, scores.t().unsqueeze(1))
         return grad, None, None, None, None, None, None
+
+
+def linear_network(state: Tensor, key: Key, dist: Distribution, beta: float, lam: float,
+                   masked: bool) -> Tensor:
+    """state `[n, C, B]` -> the state on the wires of ranks 0..k-1 `[k, C, B]`, in one launch each way."""
+    return LinearNetwork.apply(state, key, dist, beta, lam, masked)
+
+
+def item_ranks(scores: Tensor, index: Tensor, key: Key, dist: Distribution, beta: float, lam: float,
+               log: bool) -> Tensor:
+    """P[b, index[b, j], r] for r < k (log P with `log`), in one launch each way.
+    [B, n], [B, J] -> [B, J, k]"""
+    return ItemRanks.apply(scores, index, key, dist, beta, lam, log)
