@@ -38,15 +38,15 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 @pytest.fixture(scope="module")
 def launch():
-    """The Triton backend's module `triton_kernels`, imported under the interpreter on a CPU-only
+    """The Triton backend's module `triton_launch`, imported under the interpreter on a CPU-only
     machine; both variables are restored afterwards."""
     with pytest.MonkeyPatch.context() as mp:
         if DEVICE.type == "cpu":
             mp.setenv("TRITON_INTERPRET", "1")
         mp.setenv("SOFTTOPK_BACKEND", "triton")
-        module = importlib.import_module("softtopk.relax.networks.triton_kernels")
+        module = importlib.import_module("softtopk.relax.networks.triton_launch")
         if DEVICE.type == "cpu":
-            assert module.INTERPRETED, "the kernels were imported before TRITON_INTERPRET=1 was set"
+            assert module.kernels.INTERPRETED, "the kernels were imported before TRITON_INTERPRET=1 was set"
         yield module
 
 
@@ -308,7 +308,7 @@ def test_backend_selection_rules(launch, monkeypatch) -> None:
     assert backend.choose(scores("cuda", torch.bfloat16)) is torch_path
     with pytest.raises(RuntimeError, match="runs on CUDA tensors"):
         backend.choose(scores("mps"))
-    monkeypatch.setattr(launch, "INTERPRETED", False)
+    monkeypatch.setattr(launch.kernels, "INTERPRETED", False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         backend.choose(scores("cpu"))
     monkeypatch.setattr(backend, "_triton_launch", lambda: None)  # as if triton did not import

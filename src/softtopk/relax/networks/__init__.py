@@ -1,8 +1,8 @@
 """The differentiable sorting and selection networks: their registry records and entry points.
 
 The wing: `layouts` (the comparator layouts), `sigmoids` (the comparator sigmoids), `torch_path`
-(autograd Functions from torch ops), `triton_kernels` (the fused Triton backend) and `backend` (which
-of the two runs a call, chosen once here, at the entry point).
+(autograd Functions from torch ops), `triton_maths` / `triton_kernels` / `triton_launch` (the fused
+Triton backend) and `backend` (which of the two runs a call, chosen once here, at the entry point).
 """
 
 from __future__ import annotations

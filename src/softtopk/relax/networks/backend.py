@@ -3,7 +3,7 @@ device and dtype and the one override, the environment variable `SOFTTOPK_BACKEN
 
 A backend is a module with `linear_network(state, key, dist, beta, lam, masked)` and
 `item_ranks(scores, index, key, dist, beta, lam, log)`: `torch_path` (every device and dtype,
-`torch.compile`) or `triton_kernels` (float32 on CUDA; CPU tensors under Triton's interpreter).
+`torch.compile`) or `triton_launch` (float32 on CUDA; CPU tensors under Triton's interpreter).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def choose(scores: Tensor) -> ModuleType:
     if choice == "auto":
         return launch if VERIFIED_ON_GPU else torch_path
     device = scores.device.type
-    if device == "cpu" and not launch.INTERPRETED:
+    if device == "cpu" and not launch.kernels.INTERPRETED:
         raise RuntimeError("SOFTTOPK_BACKEND=triton on a CPU tensor needs Triton's interpreter: set "
                            "TRITON_INTERPRET=1 before the first call (or SOFTTOPK_BACKEND=torch)")
     if device not in ("cuda", "cpu"):
@@ -60,8 +60,8 @@ def choose(scores: Tensor) -> ModuleType:
 
 @functools.cache
 def _triton_launch() -> ModuleType | None:
-    """The module `triton_kernels`, or None where triton does not import (tried once)."""
+    """The module `triton_launch`, or None where triton does not import (tried once)."""
     try:
-        return importlib.import_module(".triton_kernels", __package__)
+        return importlib.import_module(".triton_launch", __package__)
     except ImportError:
         return None
