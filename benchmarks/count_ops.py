@@ -28,7 +28,7 @@ from bench_losses import SETTINGS  # noqa: E402
 
 import softtopk  # noqa: E402
 from softtopk import _checks  # noqa: E402
-from softtopk.relax import network_triton  # noqa: E402
+from softtopk.relax.networks import triton_kernels  # noqa: E402
 
 _active: list[Watch] = []
 
@@ -69,8 +69,8 @@ def count_ops(loss_fn: Callable, logits: torch.Tensor, target: torch.Tensor) -> 
 
 
 def main() -> None:
-    network_triton._forward_kernel = _CountedKernel(network_triton._forward_kernel)
-    network_triton._backward_kernel = _CountedKernel(network_triton._backward_kernel)
+    triton_kernels.forward_kernel = _CountedKernel(triton_kernels.forward_kernel)
+    triton_kernels.backward_kernel = _CountedKernel(triton_kernels.backward_kernel)
     torch.manual_seed(0)
     print("| setting | path | cross-entropy | bitonic, torch | bitonic, Triton | splitter, torch | "
           "splitter, Triton |")

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softtopk import METHODS, TopKCrossEntropyLoss, rank_probabilities, topk_cross_entropy
-from softtopk.sigmoids import DISTRIBUTIONS
+from softtopk.relax import DISTRIBUTIONS
 
 P_KS = ([0.2] * 5, [0.5, 0, 0, 0, 0.5], [0, 0, 0, 0, 1], [0.25, 0, 0, 0, 0.75])
 MODES = ("sm", "smce", "sort")

@@ -24,8 +24,9 @@ from triton.runtime import interpreter  # noqa: E402
 
 import softtopk  # noqa: E402
 from softtopk import _checks  # noqa: E402
-from softtopk.relax import sorting_network as sn  # noqa: E402
-from softtopk.sigmoids import DISTRIBUTIONS  # noqa: E402
+from softtopk.relax import networks  # noqa: E402
+from softtopk.relax.networks import backend, torch_path  # noqa: E402
+from softtopk.relax.networks.sigmoids import DISTRIBUTIONS  # noqa: E402
 
 # Branchless kernels evaluate log and division where the other branch is taken; numpy warns.
 pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
@@ -36,23 +37,23 @@ TOL = {"rtol": 1e-5, "atol": 1e-5}
 
 
 @pytest.fixture(scope="module")
-def backend():
-    """The backend module, imported under the interpreter on a CPU-only machine; both variables are
-    restored afterwards."""
+def launch():
+    """The Triton backend's module `triton_launch`, imported under the interpreter on a CPU-only
+    machine; both variables are restored afterwards."""
     with pytest.MonkeyPatch.context() as mp:
         if DEVICE.type == "cpu":
             mp.setenv("TRITON_INTERPRET", "1")
         mp.setenv("SOFTTOPK_BACKEND", "triton")
-        module = importlib.import_module("softtopk.relax.network_triton")
+        module = importlib.import_module("softtopk.relax.networks.triton_launch")
         if DEVICE.type == "cpu":
-            assert module.INTERPRETED, "network_triton was imported before TRITON_INTERPRET=1 was set"
+            assert module.kernels.INTERPRETED, "the kernels were imported before TRITON_INTERPRET=1 was set"
         yield module
 
 
 @pytest.fixture
-def launches(backend, monkeypatch):
-    """How often each of the backend's entry points ran ('item_forward', 'item_backward': those of
-    `ItemRanks`)."""
+def launches(launch, monkeypatch):
+    """How often the forward and backward of each of the backend's autograd Functions ran
+    ('linear_forward', 'log_backward', 'item_forward': `ItemRanks`, ...)."""
     counts = collections.Counter()
 
     def spy(name: str, run):
@@ -62,11 +63,11 @@ def launches(backend, monkeypatch):
 
         return counted
 
-    for name in ("linear_forward", "linear_backward", "log_forward", "log_backward"):
-        monkeypatch.setattr(backend, name, spy(name, getattr(backend, name)))
-    for step in ("forward", "backward"):
-        run = getattr(backend.ItemRanks, step)
-        monkeypatch.setattr(backend.ItemRanks, step, staticmethod(spy(f"item_{step}", run)))
+    for prefix, function in (("linear", launch.LinearNetwork), ("log", launch.LogNetwork),
+                             ("item", launch.ItemRanks)):
+        for step in ("forward", "backward"):
+            run = getattr(function, step)
+            monkeypatch.setattr(function, step, staticmethod(spy(f"{prefix}_{step}", run)))
     return counts
 
 
@@ -117,7 +118,7 @@ def _item_case(kind: str, distribution: str, n: int, k: int, batch: int, j: int,
     scores, index = _scores(batch, n, masked, seed), _index(batch, n, j, seed)
 
     def fn(x):
-        return sn.item_ranks(x, index, k, kind, beta, distribution, 0.4, log=log)
+        return networks.item_ranks(x, index, k, kind, beta, distribution, 0.4, log=log)
 
     _assert_matches_torch(fn, scores, seed)
     assert launches["item_forward"] == 1 and launches["item_backward"] == 1
@@ -151,44 +152,46 @@ def test_item_ranks_sizes_and_batches(kind, n, k, batch, j, masked, log, launche
 def test_rank_matrix_and_sorted_values(masked: bool, launches) -> None:
     """The full matrix (12 mass channels) and the values alone (none)."""
     scores = _scores(3, 12, masked, seed=3)
-    _assert_matches_torch(lambda x: sn.rank_matrix(x, 7, "bitonic", 1.0, "cauchy", 0.25), scores)
-    _assert_matches_torch(lambda x: sn.sorted_values(x, "odd_even", 1.0, "gaussian", 0.25), scores[:, :9])
+    _assert_matches_torch(lambda x: networks.rank_matrix(x, 7, "bitonic", 1.0, "cauchy", 0.25), scores)
+    _assert_matches_torch(lambda x: networks.sorted_values(x, "odd_even", 1.0, "gaussian", 0.25),
+                          scores[:, :9])
     assert launches["linear_forward"] == 2 and launches["linear_backward"] == 2
 
 
 def test_forward_without_gradient(launches) -> None:
     scores = _scores(2, 9, True, seed=4)
-    expected = sn.sorted_values(scores, "bitonic", 1.0, "logistic", 0.25)
+    expected = networks.sorted_values(scores, "bitonic", 1.0, "logistic", 0.25)
     with torch.no_grad():
-        actual = sn.sorted_values(scores.float(), "bitonic", 1.0, "logistic", 0.25)
+        actual = networks.sorted_values(scores.float(), "bitonic", 1.0, "logistic", 0.25)
     torch.testing.assert_close(actual, expected.float(), **TOL)
     assert launches["linear_forward"] == 1
 
 
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("log", [False, True], ids=["linear", "log"])
-def test_functions_gradients_of_every_channel(log: bool, masked: bool, launches, monkeypatch) -> None:
-    """The autograd Functions on a random state: the gradients of the mass channels too."""
+def test_functions_gradients_of_every_channel(log: bool, masked: bool, launch, launches) -> None:
+    """The autograd Functions of both backends on a random state: the gradients of the mass channels too."""
     n, batch, mass_channels = 9, 4, 3
     g = torch.Generator().manual_seed(5)
-    linear, _ = sn._linear_channels(_scores(batch, n, masked, seed=5))
+    linear, _ = torch_path.linear_channels(_scores(batch, n, masked, seed=5))
     mass = torch.randn(n, mass_channels, batch, generator=g, dtype=torch.float64).to(DEVICE)
-    plan = sn._plan("splitter_selection", n, 4, DEVICE)
+    key = ("splitter_selection", n, 4)
     dist = DISTRIBUTIONS["reciprocal"]
 
-    def run(dtype: torch.dtype, backend: str = "triton"):
-        monkeypatch.setenv("SOFTTOPK_BACKEND", backend)
+    def run(dtype: torch.dtype, path=launch):
+        network = torch_path.cached_plan(*key, DEVICE) if path is torch_path else key  # the plan, or the key
         inputs = [linear.to(dtype, copy=True).requires_grad_(), mass.to(dtype, copy=True).requires_grad_()]
         if log:
-            outs = sn._LogNetwork.apply(*inputs, plan, dist, 1.5, 0.0, masked)
+            outs = path.LogNetwork.apply(*inputs, network, dist, 1.5, 0.0, masked)
         else:
-            outs = (sn._LinearNetwork.apply(torch.cat(inputs, 1), plan, dist, 1.5, 0.0, masked),)
+            outs = (path.LinearNetwork.apply(torch.cat(inputs, 1), network, dist, 1.5, 0.0, masked),)
         g = torch.Generator().manual_seed(6)
         weights = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o) for o in outs]
         sum((o * w).sum() for o, w in zip(outs, weights, strict=True)).backward()
         return [o.detach().cpu() for o in outs], [x.grad.cpu() for x in inputs]
 
-    expected, torch_float32, actual = run(torch.float64), run(torch.float32, "torch"), run(torch.float32)
+    expected, torch_float32 = run(torch.float64, torch_path), run(torch.float32, torch_path)
+    actual = run(torch.float32)
     for a, e, t in zip(sum(actual, []), sum(expected, []), sum(torch_float32, []), strict=True):
         _assert_close(a, e, t)
     assert launches["log_backward" if log else "linear_backward"] == 1
@@ -207,7 +210,7 @@ class _AtenOps(TorchDispatchMode):
 
 
 @pytest.fixture
-def aten_ops(backend, monkeypatch):
+def aten_ops(launch, monkeypatch):
     """`_AtenOps`, with the interpreter's own copies of a launch's arguments left out (a launch on a
     GPU dispatches no aten op)."""
     run = interpreter.GridExecutor.__call__
@@ -220,15 +223,14 @@ def aten_ops(backend, monkeypatch):
     return _AtenOps
 
 
-def test_network_dispatches_four_ops(aten_ops) -> None:
+def test_network_dispatches_four_ops(launch, aten_ops) -> None:
     """Forward + backward of a network: three buffers and one gradient, against ~30 ops per layer on
     the torch path."""
     state = torch.randn(16, 2, 40, device=DEVICE, requires_grad=True)
-    plan = sn._plan("splitter_selection", 16, 5, DEVICE)
     grad_out = torch.randn(5, 2, 40, device=DEVICE)
     dist = DISTRIBUTIONS["logistic_phi"]
     with aten_ops() as ops:
-        sn._LinearNetwork.apply(state, plan, dist, 1.0, 0.25, False).backward(grad_out)
+        launch.linear_network(state, ("splitter_selection", 16, 5), dist, 1.0, 0.25, False).backward(grad_out)
     assert ops.count <= 4
 
 
@@ -259,40 +261,58 @@ def test_loss_at_imagenet_1k(aten_ops, monkeypatch, capsys) -> None:
               + ", ".join(f"{choice} {count}" for choice, (_, _, count) in results.items()))
 
 
-def test_backend_choice(backend, launches, monkeypatch) -> None:
+def test_backend_choice_is_made_once_at_the_entry_point(launch, launches, monkeypatch) -> None:
+    """`SOFTTOPK_BACKEND` picks the autograd Functions of one backend for every path: with 'torch' (and
+    'auto' on CPU tensors, and float64 under 'triton') no Triton Function runs; with 'triton' each path
+    runs its Triton Function once each way. A bad value is an error that names the variable."""
     scores = _scores(2, 6, False, seed=8).float()
     index = _index(2, 6, 1, seed=8)
+    paths = [  # each entry point, and the Triton Function it runs
+        ("linear", lambda x: networks.rank_matrix(x, 3, "bitonic", 1.0, "cauchy", 0.25)),
+        ("item", lambda x: networks.item_ranks(x, index, 3, "bitonic", 1.0, "cauchy", 0.25, log=True)),
+        ("item", lambda x: softtopk.topk_cross_entropy(x, index[:, 0], [0.5, 0.5], "odd_even")),
+        ("linear", lambda x: softtopk.soft_sort(x, "splitter_selection")),
+    ]
 
-    def runs(choice: str, x: torch.Tensor = scores) -> int:
-        """How often the kernel ran for one call under SOFTTOPK_BACKEND=choice."""
-        monkeypatch.setenv("SOFTTOPK_BACKEND", choice)
-        before = launches["item_forward"]
-        sn.item_ranks(x, index, 3, "bitonic", 1.0, "cauchy", 0.25)
-        return launches["item_forward"] - before
+    def runs(setting: str, x: torch.Tensor = scores) -> list[int]:
+        """How often the Triton Functions ran (forward, backward) for one call of each path."""
+        monkeypatch.setenv("SOFTTOPK_BACKEND", setting)
+        counts = []
+        for function, path in paths:
+            launches.clear()
+            path(x.clone().requires_grad_()).sum().backward()
+            counts.append((launches[f"{function}_forward"], launches[f"{function}_backward"]))
+            assert sum(launches.values()) == sum(counts[-1])  # no other Triton Function
+        return counts
 
-    assert runs("torch") == 0
-    assert runs("auto") == (DEVICE.type == "cuda" and backend.VERIFIED_ON_GPU)  # never on CPU tensors
-    assert runs("triton", scores.double()) == 0  # float64: the torch path
-    assert runs("triton") == 1
+    assert runs("torch") == [(0, 0)] * 4
+    assert runs("auto") == [(int(DEVICE.type == "cuda" and backend.VERIFIED_ON_GPU),) * 2] * 4
+    assert runs("triton", scores.double()) == [(0, 0)] * 4  # float64: the torch path
+    assert runs("triton") == [(1, 1)] * 4
     with pytest.raises(ValueError, match="SOFTTOPK_BACKEND must be one of 'auto', 'torch', 'triton'"):
         runs("Triton")
 
 
-def test_backend_selection_rules(backend, monkeypatch) -> None:
-    assert backend.selected("cuda", torch.float32, "auto") is backend.VERIFIED_ON_GPU
-    assert not backend.selected("cpu", torch.float32, "auto")
-    assert backend.selected("cuda", torch.float32, "triton")
-    assert not backend.selected("cuda", torch.float64, "triton")
-    with pytest.raises(RuntimeError, match="runs on CUDA tensors"):
-        backend.selected("mps", torch.float32, "triton")
-    monkeypatch.setattr(backend, "INTERPRETED", False)
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        backend.selected("cpu", torch.float32, "triton")
-    cuda_state = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32)
+def test_backend_selection_rules(launch, monkeypatch) -> None:
+    def scores(device: str, dtype: torch.dtype = torch.float32) -> SimpleNamespace:
+        return SimpleNamespace(device=torch.device(device), dtype=dtype)
+
     monkeypatch.setenv("SOFTTOPK_BACKEND", "auto")
-    assert (sn._triton_backend(cuda_state) is backend) is backend.VERIFIED_ON_GPU
-    monkeypatch.setattr(sn, "_network_triton", lambda: None)  # as if triton did not import
-    assert sn._triton_backend(cuda_state) is None
+    assert (backend.choose(scores("cuda")) is launch) is backend.VERIFIED_ON_GPU
+    monkeypatch.setattr(backend, "VERIFIED_ON_GPU", True)
+    assert backend.choose(scores("cuda")) is launch
+    assert backend.choose(scores("cuda", torch.float64)) is torch_path
+    assert backend.choose(scores("cpu")) is torch_path
     monkeypatch.setenv("SOFTTOPK_BACKEND", "triton")
+    assert backend.choose(scores("cuda")) is launch
+    assert backend.choose(scores("cuda", torch.bfloat16)) is torch_path
+    with pytest.raises(RuntimeError, match="runs on CUDA tensors"):
+        backend.choose(scores("mps"))
+    monkeypatch.setattr(launch.kernels, "INTERPRETED", False)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        backend.choose(scores("cpu"))
+    monkeypatch.setattr(backend, "_triton_launch", lambda: None)  # as if triton did not import
     with pytest.raises(ImportError, match="needs the triton package"):
-        sn._triton_backend(cuda_state)
+        backend.choose(scores("cuda"))
+    monkeypatch.setenv("SOFTTOPK_BACKEND", "auto")
+    assert backend.choose(scores("cuda")) is torch_path

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from softtopk.networks import sorting_network, top_ranks_network
+from softtopk.relax.networks.layouts import sorting_network, top_ranks_network
 
 # A 0/1 input that the original's padded bitonic layout leaves unsorted at n = 22.
 ORIGINAL_FAILS_22 = [0, 5, 8, 9, 10, 11, 13, 15, 17, 21]

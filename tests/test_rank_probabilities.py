@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softtopk import METHODS, rank_probabilities, soft_sort
-from softtopk.relax import RELAXATIONS
-from softtopk.sigmoids import DISTRIBUTIONS
+from softtopk.relax import DISTRIBUTIONS, RELAXATIONS
 
 NETWORKS = ("bitonic", "odd_even", "splitter_selection")
 DOUBLY_STOCHASTIC = (*NETWORKS, "sinkhorn")

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import softtopk
-from softtopk.relax import METHODS, RELAXATIONS
+from softtopk.relax import DISTRIBUTIONS, METHODS, NETWORK_METHODS, RELAXATIONS
+from softtopk.relax.networks import sigmoids
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -17,6 +18,16 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 def test_every_method_is_one_record_everywhere():
     assert METHODS == tuple(RELAXATIONS) == softtopk.METHODS
     assert all(r.name == name for name, r in RELAXATIONS.items())
+
+
+def test_the_network_names_come_from_the_registry_and_the_sigmoid_table():
+    assert NETWORK_METHODS == tuple(name for name, r in RELAXATIONS.items() if "distribution" in r.options)
+    assert NETWORK_METHODS == ("bitonic", "splitter_selection", "odd_even")
+    assert all(softtopk.sorting_network(kind, 5, 2) for kind in NETWORK_METHODS)  # each has its layout
+    with pytest.raises(ValueError, match="kind must be one of"):
+        softtopk.sorting_network("neuralsort", 5)
+    assert DISTRIBUTIONS == tuple(sigmoids.DISTRIBUTIONS)
+    assert set(sigmoids.SIGMOIDS) < set(DISTRIBUTIONS)
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -8,10 +8,12 @@ import math
 import pytest
 import torch
 
+import softtopk
 from softtopk import soft_sort
-from softtopk.networks import sorting_network
 from softtopk.relax import RELAXATIONS
-from softtopk.sigmoids import DISTRIBUTIONS
+from softtopk.relax.networks import backend, torch_path
+from softtopk.relax.networks.layouts import sorting_network
+from softtopk.relax.networks.sigmoids import DISTRIBUTIONS
 
 NETWORKS = ("bitonic", "odd_even", "splitter_selection")
 
@@ -115,3 +117,42 @@ def test_soft_sort_puts_masked_values_last(kind):
     out = soft_sort(scores, kind, 1e6, "logistic")
     expected = scores.sort(dim=-1, descending=True).values
     torch.testing.assert_close(out, expected)
+
+
+def test_backend_is_chosen_once_per_call(monkeypatch):
+    """Every entry point asks `backend.choose` once, with the scores, and runs what it returns."""
+    calls = []
+
+    def choose(scores):
+        calls.append(scores.shape)
+        return torch_path
+
+    monkeypatch.setattr(backend, "choose", choose)
+    scores = torch.randn(4, 6, requires_grad=True)
+    index = torch.tensor([1, 0, 5, 2])
+    for method in ("bitonic", "splitter_selection", "odd_even"):
+        softtopk.rank_probabilities(scores, 3, method).sum().backward()
+        softtopk.rank_probabilities(scores, 3, method, index=index).sum().backward()
+        softtopk.topk_cross_entropy(scores, index, [0.5, 0, 0.5], method, eps=0).backward()
+        soft_sort(scores, method).sum().backward()
+    assert calls == [(4, 6)] * 12
+
+
+def test_backend_choice_torch_and_errors(monkeypatch):
+    """`SOFTTOPK_BACKEND`, read by `backend.choose` alone: 'torch', and 'auto' (the default) off CUDA,
+    take the torch path; 'triton' without the triton package and a bad value are errors that say so."""
+    scores = torch.randn(2, 5)
+    monkeypatch.delenv("SOFTTOPK_BACKEND", raising=False)
+    assert backend.choose(scores) is torch_path
+    for choice in ("auto", "torch"):
+        monkeypatch.setenv("SOFTTOPK_BACKEND", choice)
+        assert backend.choose(scores) is torch_path
+    monkeypatch.setenv("SOFTTOPK_BACKEND", "triton")
+    monkeypatch.setattr(backend, "_triton_launch", lambda: None)  # as if triton did not import
+    with pytest.raises(ImportError, match="SOFTTOPK_BACKEND=triton needs the triton package"):
+        backend.choose(scores)
+    monkeypatch.setenv("SOFTTOPK_BACKEND", "auto")
+    assert backend.choose(torch.empty(2, 5, device="meta")) is torch_path
+    monkeypatch.setenv("SOFTTOPK_BACKEND", "Triton")
+    with pytest.raises(ValueError, match="SOFTTOPK_BACKEND must be one of 'auto', 'torch', 'triton'"):
+        softtopk.rank_probabilities(scores, 2, "bitonic")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from softtopk.sigmoids import DISTRIBUTIONS, SIGMOIDS
+from softtopk.relax.networks.sigmoids import DISTRIBUTIONS, SIGMOIDS
 
 MODERATE = torch.linspace(-6, 6, 241, dtype=torch.float64)
 # Far tails whose log F is still representable in float32 (the Gaussian's is about -u^2 / 2).

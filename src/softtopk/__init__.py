@@ -2,9 +2,10 @@
 
 from importlib.metadata import version as _version
 
+from . import metrics
 from .losses import TopKCrossEntropyLoss, topk_cross_entropy
-from .networks import sorting_network
 from .ranking import METHODS, rank_probabilities, soft_sort
+from .relax.networks.layouts import sorting_network
 from .smooth_topk import SmoothHardTopKLoss, SmoothTopKLoss, smooth_hard_topk_loss, smooth_topk_loss
 
 __version__ = _version("softtopk")
@@ -18,5 +19,6 @@ __all__ = [
     "smooth_topk_loss",
     "soft_sort",
     "sorting_network",
+    "metrics",
     "topk_cross_entropy",
 ]

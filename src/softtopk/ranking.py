@@ -5,12 +5,10 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_choice, check_index, check_k, check_positive_finite, check_scores
-from .relax import METHODS, RELAXATIONS, sorting_network
-from .sigmoids import DISTRIBUTIONS
+from .relax import DISTRIBUTIONS, METHODS, NETWORK_METHODS, RELAXATIONS
+from .relax import networks as sorting_network
 
 Tensor = torch.Tensor
-
-NETWORK_METHODS = tuple(name for name, r in RELAXATIONS.items() if r.family == "sorting network")
 
 
 def check_relaxation(method: str, inverse_temperature: float, distribution: str, art_lambda: float) -> float:
@@ -50,12 +48,13 @@ def rank_probabilities(
     Args:
         scores: `[..., n]` floating-point scores; rank 0 is the largest.
         k: number of ranks, 1 <= k <= n.
-        method: 'bitonic', 'odd_even', 'splitter_selection' (differentiable sorting networks),
-            'neuralsort', 'softsort' (tau = 1 / inverse_temperature) or 'sinkhorn'
-            (epsilon = 1 / inverse_temperature).
+        method: a name of `softtopk.METHODS`, one record each of `softtopk.relax.RELAXATIONS`:
+            the sorting networks 'bitonic', 'splitter_selection' and 'odd_even'; the permutation rows
+            'neuralsort' and 'softsort' (tau = 1 / inverse_temperature); the optimal transport
+            'sinkhorn' (epsilon = 1 / inverse_temperature) and 'ot_topk'; the threshold 'lapsum'.
         inverse_temperature: steepness beta > 0.
-        distribution: comparator sigmoid of the sorting networks: 'logistic', 'logistic_phi',
-            'cauchy', 'gaussian', 'reciprocal' or 'optimal'.
+        distribution: comparator sigmoid of the sorting networks (`softtopk.relax.DISTRIBUTIONS`):
+            'logistic', 'cauchy', 'gaussian', 'reciprocal', 'optimal' or 'logistic_phi'.
         art_lambda: lambda in [0, 1) of 'logistic_phi'.
         index: optional integer tensor `[...]`: return only the probabilities of that item per row.
 

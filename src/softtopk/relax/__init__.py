@@ -4,15 +4,14 @@ defines its `Relaxation` (see `relaxation.py` for the interface) and one entry h
 
 from __future__ import annotations
 
-import softtopk.sigmoids
-
-from . import lapsum, neuralsort, ot_topk, sinkhorn, softsort, sorting_network
+from . import lapsum, networks, neuralsort, ot_topk, sinkhorn, softsort
+from .networks.sigmoids import DISTRIBUTIONS as _COMPARATORS
 from .relaxation import Relaxation
 
 RELAXATIONS: dict[str, Relaxation] = {r.name: r for r in (
-    sorting_network.BITONIC,
-    sorting_network.SPLITTER_SELECTION,
-    sorting_network.ODD_EVEN,
+    networks.BITONIC,
+    networks.SPLITTER_SELECTION,
+    networks.ODD_EVEN,
     neuralsort.RELAXATION,
     softsort.RELAXATION,
     sinkhorn.RELAXATION,
@@ -20,7 +19,10 @@ RELAXATIONS: dict[str, Relaxation] = {r.name: r for r in (
     lapsum.RELAXATION,
 )}
 METHODS: tuple[str, ...] = tuple(RELAXATIONS)
-NETWORK_METHODS = tuple(n for n, r in RELAXATIONS.items() if r.family == "sorting network")
-DISTRIBUTIONS = tuple(softtopk.sigmoids.DISTRIBUTIONS)
+NETWORK_METHODS: tuple[str, ...] = tuple(name for name, r in RELAXATIONS.items()
+                                         if r.family == "sorting network")
+"""The sorting networks, whose comparators take `distribution` and `art_lambda`."""
+DISTRIBUTIONS: tuple[str, ...] = tuple(_COMPARATORS)
+"""The comparator sigmoids of the sorting networks (`distribution`)."""
 
 __all__ = ["DISTRIBUTIONS", "METHODS", "NETWORK_METHODS", "RELAXATIONS", "Relaxation"]

@@ -1,4 +1,5 @@
-"""Differentiable sorting and selection networks with a hand-written backward pass.
+"""The torch path of the sorting and selection networks: autograd Functions with a hand-written
+backward pass, from torch ops alone (any device, float32 and float64, `torch.compile`).
 
 The state `[n, C, B]` holds on each wire the value (channel 0), optionally a mask channel (1 where
 the wire holds a masked, `-inf` item) and probability mass: a relaxed comparator mixes all channels
@@ -6,7 +7,7 @@ with the same swap probability, so mass that starts one-hot on an item ends spre
 wires exactly as row `item` of the network's relaxed permutation matrix. A masked item never wins a
 comparison (its swap is decided exactly, like a padding wire's), so it moves with no cost and never
 takes a rank above a real item. For the exact loss the mass can travel in the log domain instead
-(`_LogNetwork`), where probabilities far below float's range keep their value and gradient.
+(`LogNetwork`), where probabilities far below float's range keep their value and gradient.
 
 Each layer is laid out once (`_Plan`) as one gather that puts its comparators' min wires first and
 their max wires next, so a layer costs a handful of vectorised ops forward and backward and no
@@ -16,32 +17,28 @@ contiguous blocks of `C x B` values.
 
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_choice
-from ..networks import top_ranks_network
-from ..sigmoids import DISTRIBUTIONS, Distribution
-from .relaxation import Relaxation, masked_items
+from ..relaxation import masked_items
+from .layouts import top_ranks_network
+from .sigmoids import Distribution
 
 Tensor = torch.Tensor
+Key = tuple[str, int, int]  # a network: (kind, n, k)
 
 
 @dataclass(frozen=True)
 class _Plan:
     """Per layer: the gather from the previous layout and the number of comparators; the
     layout's first `c` positions are min wires, the next `c` their max wires. `output[r]` is the
-    position of rank r (rank 0 = largest) in the last layout. `key` is the network's (kind, n, k),
-    from which another backend lays out its own tables."""
+    position of rank r (rank 0 = largest) in the last layout."""
 
     gathers: tuple[Tensor, ...]
     inverse_gathers: tuple[Tensor, ...]
     sizes: tuple[int, ...]
     output: Tensor
-    key: tuple[str, int, int]
 
 
 def _plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
@@ -60,38 +57,7 @@ def _plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
         layout = new_layout
     position = {w: p for p, w in enumerate(layout)}
     output = torch.tensor([position[n - 1 - r] for r in range(k)], dtype=torch.long, device=device)
-    return _Plan(tuple(gathers), tuple(inverse_gathers), tuple(sizes), output, (kind, n, k))
-
-
-BACKENDS = ("auto", "torch", "triton")
-
-
-def _triton_backend(state: Tensor):
-    """The Triton backend (module `network_triton`) where `SOFTTOPK_BACKEND` (read on every call)
-    selects it for `state` (or the scores), else None: 'torch' never, 'triton' always (an error where
-    it cannot run), 'auto' (default) for CUDA tensors once the kernel is verified on a GPU. Compiled
-    graphs and float64 states use the torch path."""
-    choice = check_choice(os.environ.get("SOFTTOPK_BACKEND", "auto"), "SOFTTOPK_BACKEND", BACKENDS)
-    if choice == "torch" or torch.compiler.is_compiling():
-        return None
-    if choice == "auto" and state.device.type != "cuda":
-        return None
-    backend = _network_triton()
-    if backend is None:
-        if choice == "triton":
-            raise ImportError("SOFTTOPK_BACKEND=triton needs the triton package (pip install triton)")
-        return None
-    return backend if backend.selected(state.device.type, state.dtype, choice) else None
-
-
-@functools.cache
-def _network_triton():
-    """The module `network_triton`, or None where triton does not import (tried once)."""
-    try:
-        from . import network_triton
-    except ImportError:
-        return None
-    return network_triton
+    return _Plan(tuple(gathers), tuple(inverse_gathers), tuple(sizes), output)
 
 
 def _decide(state: Tensor, c: int, swap: Tensor, slope: Tensor | None, masked: bool):
@@ -122,15 +88,12 @@ def _mix_backward(grad: Tensor, c: int, d: Tensor, swap: Tensor, slope: Tensor,
     g_high += spread
 
 
-class _LinearNetwork(torch.autograd.Function):
+class LinearNetwork(torch.autograd.Function):
     """state `[n, C, B]` -> the state on the wires of ranks 0..k-1, `[k, C, B]`."""
 
     @staticmethod
     def forward(ctx, state: Tensor, plan: _Plan, dist: Distribution, beta: float, lam: float,
                 masked: bool) -> Tensor:
-        ctx.triton = _triton_backend(state)
-        if ctx.triton is not None:
-            return ctx.triton.linear_forward(ctx, state, plan.key, dist, beta, lam, masked)
         with_slope = ctx.needs_input_grad[0]
         saved = []
         for gather, c in zip(plan.gathers, plan.sizes, strict=True):
@@ -152,8 +115,6 @@ class _LinearNetwork(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
-        if ctx.triton is not None:
-            return ctx.triton.linear_backward(ctx, grad_out)
         plan, saved = ctx.plan, ctx.saved_tensors
         grad = grad_out.new_zeros(ctx.n, *grad_out.shape[1:])
         grad.index_copy_(0, plan.output, grad_out)
@@ -164,7 +125,7 @@ class _LinearNetwork(torch.autograd.Function):
         return grad, None, None, None, None, None
 
 
-class _LogNetwork(torch.autograd.Function):
+class LogNetwork(torch.autograd.Function):
     """Linear channels `[n, L, B]` (values, and the mask if `masked`) and log-mass channels
     `[n, J, B]` -> both on the wires of ranks 0..k-1, `[k, L, B]` and `[k, J, B]`.
 
@@ -174,9 +135,6 @@ class _LogNetwork(torch.autograd.Function):
     @staticmethod
     def forward(ctx, linear: Tensor, log_mass: Tensor, plan: _Plan, dist: Distribution, beta: float,
                 lam: float, masked: bool) -> tuple[Tensor, Tensor]:
-        ctx.triton = _triton_backend(linear)
-        if ctx.triton is not None:
-            return ctx.triton.log_forward(ctx, linear, log_mass, plan.key, dist, beta, lam, masked)
         saved = []
         for gather, c in zip(plan.gathers, plan.sizes, strict=True):
             linear, log_mass = linear.index_select(0, gather), log_mass.index_select(0, gather)
@@ -205,8 +163,6 @@ class _LogNetwork(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_linear: Tensor, grad_log: Tensor):
-        if ctx.triton is not None:
-            return ctx.triton.log_backward(ctx, grad_linear, grad_log)
         plan, saved = ctx.plan, ctx.saved_tensors
         grad = grad_linear.new_zeros(ctx.n, *grad_linear.shape[1:])
         grad.index_copy_(0, plan.output, grad_linear)
@@ -235,7 +191,7 @@ class _LogNetwork(torch.autograd.Function):
 _PLANS: dict[tuple[str, int, int, torch.device], _Plan] = {}
 
 
-def _cached_plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
+def cached_plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
     """The plan, built once per (kind, n, k, device). A plain dict, so that torch.compile reads a plan
     built before (and traces the build only the first time) without a graph break."""
     plan = _PLANS.get((kind, n, k, device))
@@ -244,7 +200,7 @@ def _cached_plan(kind: str, n: int, k: int, device: torch.device) -> _Plan:
     return plan
 
 
-def _linear_channels(scores: Tensor) -> tuple[Tensor, bool]:
+def linear_channels(scores: Tensor) -> tuple[Tensor, bool]:
     """`[n, L, B]`: the values with masked items set to 0, and a mask channel where needed."""
     masked = masked_items(scores)
     values = scores.t()
@@ -254,68 +210,25 @@ def _linear_channels(scores: Tensor) -> tuple[Tensor, bool]:
     return torch.stack([values.masked_fill(mask > 0, 0.0), mask], dim=1), True
 
 
-def _run(state: Tensor, masked: bool, kind: str, k: int, distribution: str, beta: float,
-         lam: float) -> Tensor:
-    plan = _cached_plan(kind, state.shape[0], k, state.device)
-    return _LinearNetwork.apply(state, plan, DISTRIBUTIONS[distribution], beta, lam, masked)
+def linear_network(state: Tensor, key: Key, dist: Distribution, beta: float, lam: float,
+                   masked: bool) -> Tensor:
+    """state `[n, C, B]` -> the state on the wires of ranks 0..k-1 `[k, C, B]`."""
+    return LinearNetwork.apply(state, cached_plan(*key, state.device), dist, beta, lam, masked)
 
 
-def rank_matrix(scores: Tensor, k: int, kind: str, beta: float, distribution: str, lam: float) -> Tensor:
-    """P[b, i, r] = probability that item i ends on the wire of rank r.  [B, n] -> [B, n, k]"""
-    n = scores.shape[-1]
-    linear, masked = _linear_channels(scores)
-    mass = torch.eye(n, dtype=scores.dtype, device=scores.device).unsqueeze(-1).expand(n, n, scores.shape[0])
-    out = _run(torch.cat([linear, mass], dim=1), masked, kind, k, distribution, beta, lam)
-    return out[:, linear.shape[1]:].permute(2, 1, 0)
-
-
-def item_ranks(scores: Tensor, index: Tensor, k: int, kind: str, beta: float, distribution: str, lam: float,
-               log: bool = False) -> Tensor:
+def item_ranks(scores: Tensor, index: Tensor, key: Key, dist: Distribution, beta: float, lam: float,
+               log: bool) -> Tensor:
     """P[b, index[b, j], r] for r < k (log P with `log`), one mass channel per item.
     [B, n], [B, J] -> [B, J, k]"""
-    triton = _triton_backend(scores)
-    if triton is not None:  # one launch each way, the state built in the kernel
-        return triton.ItemRanks.apply(scores, index, (kind, scores.shape[1], k), DISTRIBUTIONS[distribution],
-                                      beta, lam, log)
-    linear, masked = _linear_channels(scores)
+    linear, masked = linear_channels(scores)
     channels = linear.shape[1]
     start = index.t().unsqueeze(0)  # [1, J, B]
     shape = (scores.shape[1], index.shape[1], scores.shape[0])
     if log:
-        plan = _cached_plan(kind, scores.shape[1], k, scores.device)
+        plan = cached_plan(*key, scores.device)
         log_mass = scores.new_full(shape, -torch.inf).scatter_(0, start, 0.0)
-        out = _LogNetwork.apply(linear, log_mass, plan, DISTRIBUTIONS[distribution], beta, lam, masked)[1]
+        out = LogNetwork.apply(linear, log_mass, plan, dist, beta, lam, masked)[1]
     else:
         mass = scores.new_zeros(shape).scatter_(0, start, 1.0)
-        out = _run(torch.cat([linear, mass], dim=1), masked, kind, k, distribution, beta, lam)[:, channels:]
+        out = linear_network(torch.cat([linear, mass], dim=1), key, dist, beta, lam, masked)[:, channels:]
     return out.permute(2, 1, 0)
-
-
-def sorted_values(scores: Tensor, kind: str, beta: float, distribution: str, lam: float) -> Tensor:
-    """Relaxed values in descending order; masked (-inf) items end last, as -inf.  [B, n] -> [B, n]"""
-    linear, masked = _linear_channels(scores)
-    out = _run(linear, masked, kind, scores.shape[-1], distribution, beta, lam)
-    values = out[:, 0]
-    if masked:
-        values = values.masked_fill(out[:, 1] > 0, -torch.inf)
-    return values.t()
-
-
-def _record(kind: str, title: str, cost: str, reference: str) -> Relaxation:
-    def full(scores: Tensor, k: int, beta: float, distribution: str, art_lambda: float) -> Tensor:
-        return rank_matrix(scores, k, kind, beta, distribution, art_lambda)
-
-    def item(scores: Tensor, index: Tensor, k: int, beta: float, distribution: str, art_lambda: float,
-             log: bool = False) -> Tensor:
-        return item_ranks(scores, index, k, kind, beta, distribution, art_lambda, log)
-
-    return Relaxation(kind, title, "sorting network", full, item, ("distribution", "art_lambda"),
-                      cost=cost, output="the labelled items' rows, one mass channel each", needs_m=True,
-                      reference=reference)
-
-
-_DSN = "Petersen et al., ICML 2021 / ICLR 2022"
-BITONIC = _record("bitonic", "Bitonic DSN", "O(n log² n)", _DSN)
-ODD_EVEN = _record("odd_even", "Odd-even DSN", "O(n²)", _DSN)
-SPLITTER_SELECTION = _record("splitter_selection", "Splitter sel. DSN", "O(n log K)",
-                             "Petersen, Kuehne, Borgelt, Deussen, ICML 2022")

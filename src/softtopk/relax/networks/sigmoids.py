@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import eager_cpu
+from ..._checks import eager_cpu
 
 Tensor = torch.Tensor
 _ART_EPS = 1e-10  # keeps |d|^lambda away from zero in the activation replacement trick

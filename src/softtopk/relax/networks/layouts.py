@@ -8,12 +8,10 @@ holds rank `r` (rank 0 = largest). Every layer holds at least one comparator.
 
 from __future__ import annotations
 
-from softtopk._checks import check_choice, check_k
+from ..._checks import check_choice, check_k
 
 Comparator = tuple[int, int]
 Network = tuple[tuple[Comparator, ...], ...]
-
-KINDS = ("bitonic", "odd_even", "splitter_selection")
 
 
 def sorting_network(kind: str, n: int, k: int | None = None) -> Network:
@@ -25,7 +23,7 @@ def sorting_network(kind: str, n: int, k: int | None = None) -> Network:
     values end sorted on wires `n-1, ..., n-k`. For `n = 1` the network has no layers.
     The result is cached and shared between calls; it is made of tuples, so it cannot be changed.
     """
-    check_choice(kind, "kind", KINDS)
+    check_choice(kind, "kind", tuple(_LAYERS))
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
     if n < 1:
@@ -67,13 +65,7 @@ def _build(kind: str, n: int, k: int | None) -> Network:
 
 
 def _layout(kind: str, n: int, k: int | None) -> Network:
-    if kind == "bitonic":
-        layers = _bitonic(n)
-    elif kind == "odd_even":
-        layers = _odd_even(n)
-    else:
-        layers = _splitter_selection(n, k)  # type: ignore[arg-type]
-    return tuple(tuple(layer) for layer in layers if layer)
+    return tuple(tuple(layer) for layer in _LAYERS[kind](n, k) if layer)
 
 
 def _bitonic(n: int) -> list[list[Comparator]]:
@@ -113,8 +105,13 @@ def _odd_even(n: int) -> list[list[Comparator]]:
 
 
 def _splitter_selection(n: int, k: int) -> list[list[Comparator]]:
-    """Borgelt's splitter selection network (DESIGN.md §2), built on lanes where lane 0 ends with the
-    largest value, then mirrored (lane l -> wire n-1-l) so the largest value ends on wire n-1."""
+    """Borgelt's splitter selection network (Petersen, Kuehne, Borgelt, Deussen, ICML 2022), built on
+    lanes where lane 0 ends with the largest value, then mirrored (lane l -> wire n-1-l) so the largest
+    value ends on wire n-1. Every lane carries the best rank its value can still have; in passes
+    `lowest` = 0, 1, ..., for the ranks k-1 down to `lowest`, the lanes that share that rank (two or
+    more) get a splitter cascade, after which the lane at position p of the group has gained
+    2^popcount(p) - 1 in rank. It stops after a pass that lays nothing; the k largest values then end
+    on lanes 0..k-1, sorted."""
     min_rank = [0] * n  # the best rank the value on each lane can still have
     free = [0] * n  # the first layer in which each lane has no comparator yet
     layers: list[list[Comparator]] = []
@@ -146,3 +143,10 @@ def _splitter_selection(n: int, k: int) -> list[list[Comparator]]:
                 laid = True
         lowest += 1
     return layers
+
+
+_LAYERS = {  # the layouts by kind: (n, k) -> layers; k matters to splitter selection alone
+    "bitonic": lambda n, k: _bitonic(n),
+    "odd_even": lambda n, k: _odd_even(n),
+    "splitter_selection": _splitter_selection,
+}
