@@ -4,7 +4,8 @@ from importlib.metadata import version as _version
 
 from .losses import TopKCrossEntropyLoss, topk_cross_entropy
 from .networks import sorting_network
-from .ranking import METHODS, rank_probabilities, soft_sort
+from .operators import soft_rank, soft_sort, soft_topk_mask
+from .ranking import METHODS, rank_probabilities
 from .smooth_topk import SmoothHardTopKLoss, SmoothTopKLoss, smooth_hard_topk_loss, smooth_topk_loss
 
 __version__ = _version("softtopk")
@@ -16,7 +17,9 @@ __all__ = [
     "rank_probabilities",
     "smooth_hard_topk_loss",
     "smooth_topk_loss",
+    "soft_rank",
     "soft_sort",
+    "soft_topk_mask",
     "sorting_network",
     "topk_cross_entropy",
 ]
