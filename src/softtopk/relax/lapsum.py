@@ -157,6 +157,51 @@ def topk_mask(scores: Tensor, k: int, beta: float) -> Tensor:
     return _laplace_cdf(torch.where(real, items - t, -math.inf))
 
 
+def _laplace_sums(falling: Tensor, log_weight: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    """For values sorted descending `falling [B, n]` (the first `count [B, 1]` real, the others
+    placeholders that keep the terms finite) and weights w = e^log_weight `[B, n]` in the same order:
+    sum_{j<p} w_j e^(v_p - v_j) and sum_{p<j<count} w_j e^(v_j - v_p), `[B, n]` each (no gradient)."""
+    none = torch.full_like(falling[:, :1], -math.inf)
+    above = torch.exp(falling + torch.cat([none, torch.logcumsumexp(log_weight - falling, -1)[:, :-1]], -1))
+    position = torch.arange(falling.shape[-1], device=falling.device)
+    ascending = torch.where(position < count, count - 1 - position, position)  # an involution
+    rising = torch.where(position < count, falling.gather(-1, ascending), falling[:, :1])
+    log_rising_weight = log_weight.gather(-1, ascending)
+    below = torch.exp(torch.cat([none, torch.logcumsumexp(log_rising_weight + rising, -1)[:, :-1]], -1)
+                      - rising)
+    return above, below.gather(-1, ascending)
+
+
+class _PairwiseRanks(torch.autograd.Function):
+    """x = beta s `[B, n]` -> rank_i = sum_{j != i} F(x_j - x_i) `[B, n]`; masked items (-inf)
+    (n' + n - 1) / 2. Backward: d rank_i / d x_j = f(x_j - x_i) for j != i, f = F' = e^-|z| / 2, so
+    grad x_j = sum_{i != j} (g_i - g_j) f(x_i - x_j): the same prefix sums with weights g (split into
+    positive and negative parts), with no autograd graph through them."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        n = x.shape[-1]
+        values, order = x.sort(dim=-1, descending=True)  # masked items last
+        real = values > -math.inf
+        count = real.sum(-1, keepdim=True)
+        lowest = values.gather(-1, (count - 1).clamp(min=0))
+        falling = torch.where(real, values, torch.where(count > 0, lowest, 0.0))
+        above, below = _laplace_sums(falling, torch.where(real, 0.0, -math.inf), count)
+        position = torch.arange(n, device=x.device).to(x.dtype)
+        ranks = torch.where(real, position + 0.5 * (below - above), (count + n - 1) / 2)
+        ctx.save_for_backward(falling, order, real, count, above + below)
+        return torch.zeros_like(ranks).scatter(-1, order, ranks)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        falling, order, real, count, total = ctx.saved_tensors
+        g = torch.where(real, grad.gather(-1, order), 0.0)
+        kernel_g = sum(sign * sum(_laplace_sums(falling, torch.log(part), count))
+                       for sign, part in ((1, g.clamp(min=0)), (-1, (-g).clamp(min=0))))
+        sorted_grad = torch.where(real, 0.5 * (kernel_g - g * total), 0.0)
+        return torch.zeros_like(sorted_grad).scatter(-1, order, sorted_grad)
+
+
 def soft_ranks(scores: Tensor, beta: float) -> Tensor:
     """LapSum's soft rank, rank_i = sum_{j != i} F(beta (s_j - s_i)) (0 = the largest), in O(n log n).
     [B, n] -> [B, n]
@@ -164,28 +209,11 @@ def soft_ranks(scores: Tensor, beta: float) -> Tensor:
     A sum of Laplace CDFs of pairwise differences: the expected number of items above i, each pair
     compared by F. It is not sum_r r P[i, r] of the threshold P above (which needs all n thresholds).
     With x = beta s sorted descending, v_0 >= ... >= v_{n-1}, the item at position p has
-    p - (1/2) sum_{j<p} e^(v_p - v_j) + (1/2) sum_{j>p} e^(v_j - v_p): exclusive log-sum-exp prefix
-    sums in the descending order and in the ascending order of the real items (a tie adds F(0) = 1/2
-    from either side). Masked items rank below every real item and tie among themselves:
-    (n' + n - 1) / 2 each, the limit of equal scores going to -inf."""
-    n = scores.shape[-1]
-    x = scores if beta == 1 else scores * beta
-    values, order = x.sort(dim=-1, descending=True)  # masked items last
-    real = values > -math.inf
-    count = real.sum(-1, keepdim=True)
-    # Masked items come after every real item in both orders; in each they take the value that keeps
-    # their (unused) terms finite: the smallest real value, then the largest.
-    none = torch.full_like(values[:, :1], -math.inf)
-    lowest = values.gather(-1, (count - 1).clamp(min=0))
-    falling = torch.where(real, values, torch.where(count > 0, lowest, 0.0))
-    above = torch.exp(falling + torch.cat([none, torch.logcumsumexp(-falling, -1)[:, :-1]], -1))
-    position = torch.arange(n, device=x.device).expand_as(order)
-    ascending = torch.where(position < count, count - 1 - position, position)  # an involution
-    rising = torch.where(real, falling.gather(-1, ascending), falling[:, :1])
-    below = torch.exp(torch.cat([none, torch.logcumsumexp(rising, -1)[:, :-1]], -1) - rising)
-    ranks = position + 0.5 * (below.gather(-1, ascending) - above)
-    ranks = torch.where(real, ranks, (count + n - 1) / 2)
-    return torch.zeros_like(ranks).scatter(-1, order, ranks)
+    p - (1/2) sum_{j<p} e^(v_p - v_j) + (1/2) sum_{j>p} e^(v_j - v_p): log-sum-exp prefix sums in
+    the descending order and in the ascending order of the real items (a tie adds F(0) = 1/2 from
+    either side). Masked items rank below every real item and tie among themselves: (n' + n - 1) / 2
+    each, the limit of equal scores going to -inf."""
+    return _PairwiseRanks.apply(scores if beta == 1 else scores * beta)
 
 
 rank_matrix, item_ranks = from_log_ranks(_log_ranks)
