@@ -194,11 +194,6 @@ def test_bad_input(kwargs, error, name):
         rank_probabilities(**args)
 
 
-def test_soft_sort_rejects_non_networks():
-    with pytest.raises(ValueError, match="method"):
-        soft_sort(torch.randn(4), "neuralsort")
-
-
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(
     "scores",

@@ -4,7 +4,8 @@ from importlib.metadata import version as _version
 
 from . import metrics
 from .losses import TopKCrossEntropyLoss, topk_cross_entropy
-from .ranking import METHODS, rank_probabilities, soft_sort
+from .operators import soft_rank, soft_sort, soft_topk_mask
+from .ranking import METHODS, rank_probabilities
 from .relax.networks.layouts import sorting_network
 from .smooth_topk import SmoothHardTopKLoss, SmoothTopKLoss, smooth_hard_topk_loss, smooth_topk_loss
 
@@ -14,11 +15,13 @@ __all__ = [
     "SmoothHardTopKLoss",
     "SmoothTopKLoss",
     "TopKCrossEntropyLoss",
+    "metrics",
     "rank_probabilities",
     "smooth_hard_topk_loss",
     "smooth_topk_loss",
+    "soft_rank",
     "soft_sort",
+    "soft_topk_mask",
     "sorting_network",
-    "metrics",
     "topk_cross_entropy",
 ]

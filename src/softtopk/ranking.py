@@ -1,12 +1,12 @@
-"""Public entry points: rank probabilities of every ranking relaxation, and relaxed sorting."""
+"""Public entry point: rank probabilities of every ranking relaxation (and the argument checks the
+loss and the operators share)."""
 
 from __future__ import annotations
 
 import torch
 
 from ._checks import check_choice, check_index, check_k, check_positive_finite, check_scores
-from .relax import DISTRIBUTIONS, METHODS, NETWORK_METHODS, RELAXATIONS
-from .relax import networks as sorting_network
+from .relax import DISTRIBUTIONS, METHODS, RELAXATIONS
 
 Tensor = torch.Tensor
 
@@ -79,19 +79,3 @@ def rank_probabilities(
             out = item(flat, index.reshape(-1, 1).long(), k).reshape(*batch_shape, k)
     return out.to(scores.dtype)
 
-
-def soft_sort(
-    scores: Tensor,
-    method: str = "bitonic",
-    inverse_temperature: float = 1.0,
-    distribution: str = "cauchy",
-    art_lambda: float = 0.25,
-) -> Tensor:
-    """Relaxed sorted values, descending, of a differentiable sorting network.  `[..., n] -> [..., n]`"""
-    check_scores(scores)
-    check_choice(method, "method", NETWORK_METHODS)
-    beta = check_relaxation(method, inverse_temperature, distribution, art_lambda)
-    n = scores.shape[-1]
-    flat = scores.reshape(-1, n).to(compute_dtype(scores.dtype)).contiguous()
-    out = sorting_network.sorted_values(flat, method, beta, distribution, float(art_lambda))
-    return out.reshape(scores.shape).to(scores.dtype)

@@ -43,8 +43,10 @@ def _closed_form(k: Tensor, p: Tensor, log_a: Tensor, log_b: Tensor) -> Tensor:
     return torch.where(c >= 0, above, below)
 
 
-def _thresholds_forward(x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """t_1..t_k `[B, k]` (-inf for k' >= n'), min(n', L) `[B, 1]` with L = min(2k, n) (exact where
+def _thresholds_forward(x: Tensor, k: int, last: bool = False
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """t_1..t_k `[B, k]` (only t_k `[B, 1]` with `last`; -inf for k' >= n'), min(n', L) `[B, 1]` with
+    L = min(2k, n) (exact where
     n' < L), and for the backward the L largest items, their positions and the log-sum-exp of the
     others. x `[B, n]`, -inf for masked items."""
     n = x.shape[-1]
@@ -66,8 +68,9 @@ def _thresholds_forward(x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tens
     before = torch.exp(safe_top + torch.cat([none, log_a[:, :-1]], -1))  # e^x_(q) A_{q-1}
     level = position + 0.5 - 0.5 * before + 0.5 * torch.exp(log_b - safe_top)
     level = level.masked_fill(~real_top, math.inf)  # sum_i F(x_i - x_(q)), non-decreasing in q
-    wanted = torch.arange(1, k + 1, dtype=x.dtype, device=x.device).expand(x.shape[0], k).contiguous()
-    p = torch.searchsorted(level, wanted, right=True)  # [B, k]: items above t_k
+    wanted = torch.arange(k if last else 1, k + 1, dtype=x.dtype, device=x.device)
+    wanted = wanted.expand(x.shape[0], -1).contiguous()
+    p = torch.searchsorted(level, wanted, right=True)  # [B, k or 1]: items above t_k
     log_a_p = torch.cat([none, log_a], -1).gather(-1, p)
     log_b_p = torch.cat([torch.logaddexp(suffix[:, :1], tail), log_b], -1).gather(-1, p)
     t = _closed_form(wanted, p.to(x.dtype), log_a_p, log_b_p)
@@ -76,18 +79,20 @@ def _thresholds_forward(x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tens
 
 class _Thresholds(torch.autograd.Function):
     """x = beta s `[B, n]` (-inf: masked), items `[B, J]` (None: all) -> thresholds t = beta b
-    `[B, k]`, the items' x `[B, J or n]` and min(n', 2k) `[B, 1]`, with the implicit backward (which
-    also takes the items' gradient, so that no dense gather gradient is added)."""
+    `[B, k]` (t_k alone, `[B, 1]`, with `last`), the items' x `[B, J or n]` and min(n', 2k) `[B, 1]`,
+    with the implicit backward (which also takes the items' gradient, so that no dense gather
+    gradient is added)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, index: Tensor | None, k: int) -> tuple[Tensor, Tensor, Tensor]:
-        t, count, top, top_index, tail = _thresholds_forward(x, k)
+    def forward(ctx, x: Tensor, index: Tensor | None, k: int, last: bool = False
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        t, count, top, top_index, tail = _thresholds_forward(x, k, last)
         ctx.save_for_backward(x, index, t, top, top_index, tail)
         ctx.mark_non_differentiable(count)
         return t, (x.clone() if index is None else x.gather(-1, index)), count
 
     @staticmethod
-    def backward(ctx, grad_t: Tensor, grad_items: Tensor, _) -> tuple[Tensor, None, None]:
+    def backward(ctx, grad_t: Tensor, grad_items: Tensor, _) -> tuple[Tensor, None, None, None]:
         x, index, t, top, top_index, tail = ctx.saved_tensors
         valid = t > -math.inf
         t = torch.where(valid, t, 0.0)
@@ -104,8 +109,8 @@ class _Thresholds(torch.autograd.Function):
         grad_x = torch.add(x, shift).exp_().mul_(tail_sum)
         grad_x.scatter_(-1, top_index, top_grad)
         if index is None:
-            return grad_x + grad_items, None, None
-        return grad_x.scatter_add_(-1, index, grad_items), None, None
+            return grad_x + grad_items, None, None, None
+        return grad_x.scatter_add_(-1, index, grad_items), None, None, None
 
 
 def _log_cdf_difference(high: Tensor, low: Tensor) -> Tensor:
@@ -138,9 +143,83 @@ def _log_ranks(scores: Tensor, index: Tensor | None, k: int, beta: float) -> Ten
     return masked_log_ranks(_log_cdf_difference(high, low), real, count, n)
 
 
+def _laplace_cdf(z: Tensor) -> Tensor:
+    """F(z), with finite gradients at z = +-inf."""
+    return torch.where(z <= 0, 0.5 * torch.exp(z.clamp(max=0)), 1 - 0.5 * torch.exp(-z.clamp(min=0)))
+
+
+def topk_mask(scores: Tensor, k: int, beta: float) -> Tensor:
+    """The membership m_i(k) = F(beta (s_i - b_k)) = sum_{r<k} P[i, r], from the one threshold b_k
+    (0 for masked items, 1 for every real item where k >= n').  [B, n] -> [B, n]"""
+    x = scores if beta == 1 else scores * beta
+    t, items, _ = _Thresholds.apply(x, None, k, True)
+    real = items > -math.inf
+    return _laplace_cdf(torch.where(real, items - t, -math.inf))
+
+
+def _laplace_sums(falling: Tensor, log_weight: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    """For values sorted descending `falling [B, n]` (the first `count [B, 1]` real, the others
+    placeholders that keep the terms finite) and weights w = e^log_weight `[B, n]` in the same order:
+    sum_{j<p} w_j e^(v_p - v_j) and sum_{p<j<count} w_j e^(v_j - v_p), `[B, n]` each (no gradient)."""
+    none = torch.full_like(falling[:, :1], -math.inf)
+    above = torch.exp(falling + torch.cat([none, torch.logcumsumexp(log_weight - falling, -1)[:, :-1]], -1))
+    position = torch.arange(falling.shape[-1], device=falling.device)
+    ascending = torch.where(position < count, count - 1 - position, position)  # an involution
+    rising = torch.where(position < count, falling.gather(-1, ascending), falling[:, :1])
+    log_rising_weight = log_weight.gather(-1, ascending)
+    below = torch.exp(torch.cat([none, torch.logcumsumexp(log_rising_weight + rising, -1)[:, :-1]], -1)
+                      - rising)
+    return above, below.gather(-1, ascending)
+
+
+class _PairwiseRanks(torch.autograd.Function):
+    """x = beta s `[B, n]` -> rank_i = sum_{j != i} F(x_j - x_i) `[B, n]`; masked items (-inf)
+    (n' + n - 1) / 2. Backward: d rank_i / d x_j = f(x_j - x_i) for j != i, f = F' = e^-|z| / 2, so
+    grad x_j = sum_{i != j} (g_i - g_j) f(x_i - x_j): the same prefix sums with weights g (split into
+    positive and negative parts), with no autograd graph through them."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        n = x.shape[-1]
+        values, order = x.sort(dim=-1, descending=True)  # masked items last
+        real = values > -math.inf
+        count = real.sum(-1, keepdim=True)
+        lowest = values.gather(-1, (count - 1).clamp(min=0))
+        falling = torch.where(real, values, torch.where(count > 0, lowest, 0.0))
+        above, below = _laplace_sums(falling, torch.where(real, 0.0, -math.inf), count)
+        position = torch.arange(n, device=x.device).to(x.dtype)
+        ranks = torch.where(real, position + 0.5 * (below - above), (count + n - 1) / 2)
+        ctx.save_for_backward(falling, order, real, count, above + below)
+        return torch.zeros_like(ranks).scatter(-1, order, ranks)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        falling, order, real, count, total = ctx.saved_tensors
+        g = torch.where(real, grad.gather(-1, order), 0.0)
+        kernel_g = sum(sign * sum(_laplace_sums(falling, torch.log(part), count))
+                       for sign, part in ((1, g.clamp(min=0)), (-1, (-g).clamp(min=0))))
+        sorted_grad = torch.where(real, 0.5 * (kernel_g - g * total), 0.0)
+        return torch.zeros_like(sorted_grad).scatter(-1, order, sorted_grad)
+
+
+def soft_ranks(scores: Tensor, beta: float) -> Tensor:
+    """LapSum's soft rank, rank_i = sum_{j != i} F(beta (s_j - s_i)) (0 = the largest), in O(n log n).
+    [B, n] -> [B, n]
+
+    A sum of Laplace CDFs of pairwise differences: the expected number of items above i, each pair
+    compared by F. It is not sum_r r P[i, r] of the threshold P above (which needs all n thresholds).
+    With x = beta s sorted descending, v_0 >= ... >= v_{n-1}, the item at position p has
+    p - (1/2) sum_{j<p} e^(v_p - v_j) + (1/2) sum_{j>p} e^(v_j - v_p): log-sum-exp prefix sums in
+    the descending order and in the ascending order of the real items (a tie adds F(0) = 1/2 from
+    either side). Masked items rank below every real item and tie among themselves: (n' + n - 1) / 2
+    each, the limit of equal scores going to -inf."""
+    return _PairwiseRanks.apply(scores if beta == 1 else scores * beta)
+
+
 rank_matrix, item_ranks = from_log_ranks(_log_ranks)
 
 RELAXATION = Relaxation("lapsum", "LapSum", "threshold", rank_matrix, item_ranks,
                         cost="O(n + K log K) forward, O(n K) for the full P",
                         output="K + 1 thresholds, then the labelled items' rows",
-                        needs_m=False, reference="Struski, Bednarczyk, Podolak, Tabor, ICML 2025")
+                        needs_m=False, reference="Struski, Bednarczyk, Podolak, Tabor, ICML 2025",
+                        topk_mask=topk_mask, soft_ranks=soft_ranks)

@@ -16,12 +16,20 @@ n' items; ranks r >= n' go to the masked items in equal shares).
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from .relaxation import Relaxation, from_log_ranks
 from .sinkhorn import transport_log_ranks
 
 rank_matrix, item_ranks = from_log_ranks(
     lambda scores, index, k, beta: transport_log_ranks(scores, index, k, beta, ranks=k))
 
+
+def topk_mask(scores: Tensor, k: int, beta: float) -> Tensor:
+    """n' * sum_{r<k} plan[i, r] of the problem with K = k, summed in the log domain.  [B, n] -> [B, n]"""
+    return transport_log_ranks(scores, None, k, beta, ranks=k).logsumexp(-1).exp()
+
 RELAXATION = Relaxation("ot_topk", "OT top-k", "optimal transport", rank_matrix, item_ranks,
                         cost="O(n K · iterations)", output="an n x (K + 1) plan", needs_m=False,
-                        reference="Xie, Dai, Chen, Dai, Zhao, Zha, Wei, Pfister, NeurIPS 2020")
+                        reference="Xie, Dai, Chen, Dai, Zhao, Zha, Wei, Pfister, NeurIPS 2020",
+                        topk_mask=topk_mask)

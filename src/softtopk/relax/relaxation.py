@@ -33,7 +33,10 @@ class Relaxation:
     """One ranking relaxation: its functions and what the documentation says of it.
 
     `options` names the keyword arguments beyond `beta` that its functions take (the sorting
-    networks: `distribution`, `art_lambda`).
+    networks: `distribution`, `art_lambda`). Optional direct forms of the operators, where a method
+    has one cheaper than its rank matrix (else the operators reduce `rank_matrix`):
+    `topk_mask(scores, k, beta, ...) -> [B, n]`, sum_{r<k} P[b, i, r], and
+    `soft_ranks(scores, beta, ...) -> [B, n]`, the method's soft rank of each item (0 = the largest).
     """
 
     name: str
@@ -46,6 +49,8 @@ class Relaxation:
     output: str = ""
     needs_m: bool = False
     reference: str = ""
+    topk_mask: Callable[..., Tensor] | None = None
+    soft_ranks: Callable[..., Tensor] | None = None
 
     def bind(self, beta: float, **options: object) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
         """`(rank_matrix(scores, k), item_ranks(scores, index, k, log=False))` with the parameters bound;
