@@ -447,7 +447,7 @@ class TopKCrossEntropyLoss(torch.nn.Module):
         self.method, self.inverse_temperature, self.m = method, inverse_temperature, m
         self.distribution, self.art_lambda, self.top1_mode = distribution, art_lambda, top1_mode
         self.label_smoothing, self.eps = label_smoothing, eps
-        self._key = ""
+        self._key, self._validated = "", None
         self.config()  # the constructor's errors
         check_reduction(reduction)
         check_weight(weight)
@@ -459,20 +459,22 @@ class TopKCrossEntropyLoss(torch.nn.Module):
     def __setattr__(self, name: str, value: object) -> None:
         super().__setattr__(name, value)
         if name in HYPER_PARAMETERS and "_key" in self.__dict__:
+            self.__dict__["_validated"] = None
             with contextlib.suppress(TypeError, ValueError):  # raised by the next call
                 self.config()
 
     def config(self) -> _Config:
         """The validated hyper-parameters of the current attributes. Outside torch.compile they are
-        validated (once per tuple of values) and `_key` names them in `_CONFIGS`, where a compiled
-        call finds them by that string; it reads no float attribute (see `config_key`)."""
+        validated once per assignment and `_key` names them in `_CONFIGS`, where a compiled call
+        finds them by that string: it reads no float attribute (see `config_key`)."""
         if torch.compiler.is_compiling():
             cfg = _CONFIGS.get(self._key)
             return cfg if cfg is not None else config_of(*(getattr(self, n) for n in HYPER_PARAMETERS))
-        values = tuple(getattr(self, name) for name in HYPER_PARAMETERS)
-        self.__dict__["_key"] = ""  # named only once validated
-        cfg = config_of(*values)
-        self.__dict__["_key"] = config_key(values)
+        cfg = self.__dict__.get("_validated")
+        if cfg is None:
+            values = tuple(getattr(self, name) for name in HYPER_PARAMETERS)
+            cfg = config_of(*values)
+            self.__dict__["_key"], self.__dict__["_validated"] = config_key(values), cfg
         return cfg
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
@@ -480,7 +482,7 @@ class TopKCrossEntropyLoss(torch.nn.Module):
         if self.m is None and not self.warned and not torch.compiler.is_compiling():
             message = _slow_warning(cfg, input.shape[-1 if input.dim() == 1 else 1])
             if message:
-                warnings.warn(message, stacklevel=2)
+                warnings.warn(message, stacklevel=4)  # the caller of the module
                 self.warned = True
         return topk_loss(input, target, cfg, self.weight, self.ignore_index, self.reduction)
 
