@@ -17,6 +17,7 @@ import softtopk
 from softtopk import METHODS, TopKCrossEntropyLoss, topk_cross_entropy
 from softtopk.experiments.options import BY_NAME
 from softtopk.losses import SLOW_CLASSES
+from softtopk.metrics import topk_accuracy
 
 P_K = [0.5, 0, 0, 0.5]
 
@@ -170,3 +171,21 @@ def test_ranking_many_classes_without_preselection_warns_once_per_instance():
 
 def test_the_loss_is_in_the_package_namespace():
     assert softtopk.TopKCrossEntropyLoss is TopKCrossEntropyLoss
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: softtopk.sorting_network("bitonic", True), TypeError, "n must be an int, got bool"),
+    (lambda: softtopk.sorting_network("bitonic", 0), ValueError, "n must be an int >= 1, got 0"),
+    (lambda: softtopk.rank_probabilities(torch.randn(2, 5), 2, "bitonic", art_lambda="x"), TypeError,
+     "art_lambda must be a real number"),
+    (lambda: softtopk.rank_probabilities(torch.randn(2, 5), 2, "bitonic", art_lambda=1.0), ValueError,
+     r"art_lambda must lie in \[0, 1\)"),
+    (lambda: topk_accuracy(torch.randn(2, 5), torch.tensor([0, 1]), ks=(1, 2.0)), TypeError,
+     "each k of ks must be an int"),
+    (lambda: TopKCrossEntropyLoss(P_K, ignore_index=True), TypeError, "ignore_index must be an int"),
+    (lambda: TopKCrossEntropyLoss(P_K, m=True), TypeError, "m .* must be an int"),
+    (lambda: TopKCrossEntropyLoss(P_K, eps=float("nan")), ValueError, r"eps must lie in \[0, 0.5\)"),
+])
+def test_the_shared_checks_name_the_argument(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
