@@ -410,7 +410,9 @@ class TopKCrossEntropyLoss(torch.nn.Module):
     Every argument is a plain attribute (p_k is kept as a tuple): one set after construction, such
     as `loss_fn.inverse_temperature = 4.0` or `loss_fn.label_smoothing = 0.05` in an annealing
     schedule, takes effect at the next call, where it is validated with the constructor's error (once
-    per tuple of values); under torch.compile a change recompiles. The module holds names and
+    per assignment); the repr shows the current values. Under torch.compile a change recompiles (the
+    configuration is found by a string key, never through a float that dynamo would make symbolic).
+    Assign a new p_k rather than changing one in place. The module holds names and
     numbers only (the relaxation is looked up by name when the loss is computed), so it pickles,
     deep-copies, `torch.save`s and goes to `torch.multiprocessing` workers.
 

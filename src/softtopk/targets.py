@@ -116,7 +116,10 @@ def probability_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -
     classes, _ = _padded_classes(sparse, torch.count_nonzero(sparse, dim=1), logits)
     weights = sparse.gather(1, classes) * _class_weight(weight, classes, logits.dtype)
     ignored = torch.zeros(q.shape[0], dtype=torch.bool, device=q.device)
-    return Targets(classes, weights, ignored, uniform=floor[:, 0] * q.shape[1])
+    uniform = floor[:, 0] * q.shape[1]
+    if eager_cpu(q) and not bool(uniform.any()):  # no row has a floor: no uniform term to compute
+        uniform = None
+    return Targets(classes, weights, ignored, uniform=uniform)
 
 
 def multilabel_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -> Targets:
