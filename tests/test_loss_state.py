@@ -189,3 +189,16 @@ def test_the_loss_is_in_the_package_namespace():
 def test_the_shared_checks_name_the_argument(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_a_bad_assignment_under_compile_never_keeps_the_old_value():
+    x, y = batch()
+    loss_fn = TopKCrossEntropyLoss(P_K, "bitonic", m=8)
+    compiled = torch.compile(loss_fn, fullgraph=True, backend="eager")
+    try:
+        compiled(x, y)
+        loss_fn.label_smoothing = 2.0
+        with pytest.raises(Exception, match="label_smoothing must lie in"):
+            compiled(x, y)
+    finally:
+        torch._dynamo.reset()

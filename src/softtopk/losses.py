@@ -129,7 +129,8 @@ CACHED_CONFIGS = 1024
 def config_key(values: tuple) -> str:
     """The key of make_config's arguments: their repr, with p_k given as a list or 1-D tensor as a tuple.
     A string, because torch.compile specialises on strings; a float attribute that changes between
-    calls it would turn into a symbolic input."""
+    calls it would turn into a symbolic input. (Once warm, a compiled loss does not recompile when
+    other configurations are added.)"""
     p_k = values[0]
     if isinstance(p_k, list) or (isinstance(p_k, Tensor) and p_k.dim() == 1):
         p_k = tuple(p_k.tolist() if isinstance(p_k, Tensor) else p_k)
@@ -463,7 +464,7 @@ class TopKCrossEntropyLoss(torch.nn.Module):
     def __setattr__(self, name: str, value: object) -> None:
         super().__setattr__(name, value)
         if name in HYPER_PARAMETERS and "_key" in self.__dict__:
-            self.__dict__["_validated"] = None
+            self.__dict__["_key"], self.__dict__["_validated"] = "", None
             with contextlib.suppress(TypeError, ValueError):  # raised by the next call
                 self.config()
 
