@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +61,26 @@ def _assert_compiled_matches(loss: torch.nn.Module, masked: bool = False) -> Non
 @pytest.mark.parametrize("method", [m for m in softtopk.METHODS if m != "neuralsort"])
 def test_topk_cross_entropy_compiles(method: str) -> None:
     _assert_compiled_matches(softtopk.TopKCrossEntropyLoss(P_K, method, m=M))
+
+
+def test_every_method_compiles_whole_on_its_first_call() -> None:
+    """In a fresh process, before any eager call (see `compile_cold.py`): the Module and the
+    functional form of every method, and the defaults."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(softtopk.__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    script = Path(__file__).with_name("compile_cold.py")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr[-2000:]
+
+
+def test_probability_targets_compile_as_before() -> None:
+    """Class probabilities (timm's smoothed mixup rows, with their uniform floor) read their number of
+    classes back from the data, a graph break; compiled with breaks they give the eager loss."""
+    loss = softtopk.TopKCrossEntropyLoss(P_K, "bitonic", m=M)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, C, generator=g)
+    q = torch.full((B, C), 0.1 / C).scatter_(1, torch.randint(0, C, (B, 1), generator=g), 0.9 + 0.1 / C)
+    torch.testing.assert_close(torch.compile(loss, backend="aot_eager")(x, q), loss(x, q))
 
 
 def test_exact_loss_with_masked_classes_compiles() -> None:

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softtopk import METHODS, TopKCrossEntropyLoss
+from softtopk._checks import device_path
 
 P_K = [0.5, 0, 0, 0, 0.5]
 REDUCTIONS = ("mean", "sum", "none")
@@ -110,7 +111,7 @@ def test_preselection_keeps_every_target_class(method):
     ("target", "message"),
     [
         (torch.tensor([[-0.1, 0.3, 0.8]] * 3).repeat(1, 2) / 2, "non-negative"),
-        (torch.full((3, 6), 0.2), "sum to 1"),
+        (torch.full((3, 6), float("inf")), "finite"),
         (torch.full((3, 6), float("nan")), "finite"),
         (torch.full((3, 5), 0.2), "shape"),
     ],
@@ -118,6 +119,79 @@ def test_preselection_keeps_every_target_class(method):
 def test_bad_probability_targets(target, message):
     with pytest.raises(ValueError, match=message):
         TopKCrossEntropyLoss(P_K, "bitonic")(torch.randn(3, 6), target)
+
+
+@pytest.mark.parametrize("method", ["softmax", "bitonic", "softsort"])
+def test_rows_that_do_not_sum_to_one_are_taken_as_cross_entropy_takes_them(method):
+    """The loss is linear in a row: scaled rows scale their losses, and with p_k = [1] (eps = 0) or
+    'softmax' it is cross-entropy's value for the same rows."""
+    logits = torch.randn(6, 9, dtype=torch.float64)
+    sums = torch.tensor([0.5, 1, 2, 3, 0.25, 1.5], dtype=torch.float64)
+    q = sparse_probabilities(6, 9, 3, seed=3) * sums[:, None]
+    top1 = TopKCrossEntropyLoss([1.0], method, eps=0.0, reduction="none")
+    expected = F.cross_entropy(logits, q, reduction="none")
+    torch.testing.assert_close(top1(logits, q), expected, atol=1e-12, rtol=0)
+    if method != "softmax":
+        fn = TopKCrossEntropyLoss(P_K, method, reduction="none")
+        torch.testing.assert_close(fn(logits, 2.5 * q), 2.5 * fn(logits, q), atol=1e-12, rtol=0)
+
+
+def mixup_rows(target: torch.Tensor, classes: int, lam: float, smoothing: float) -> torch.Tensor:
+    """timm's `mixup_target`: one-hot rows with `off = smoothing / C`, `on = 1 - smoothing + off`,
+    mixed with the batch flipped."""
+    off = smoothing / classes
+    on = 1 - smoothing + off
+
+    def one_hot(t):
+        return torch.full((len(t), classes), off, dtype=torch.float64).scatter_(1, t[:, None], on)
+
+    return one_hot(target) * lam + one_hot(target.flip(0)) * (1 - lam)
+
+
+@pytest.mark.parametrize("method", ["bitonic", "splitter_selection", "softsort", "lapsum"])
+@pytest.mark.parametrize("m", [None, 8])
+def test_timm_mixup_rows_are_two_class_rows_with_label_smoothing(method, m):
+    """Every entry of a smoothed mixup row is non-zero; its floor is label smoothing, so the loss and
+    its gradient equal those of the two-class rows with label_smoothing = the smoothing."""
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(7, 30, generator=g, dtype=torch.float64) * 2
+    target = torch.randint(0, 30, (7,), generator=g)
+    dense, sparse = mixup_rows(target, 30, 0.7, 0.1), mixup_rows(target, 30, 0.7, 0.0)
+    assert (dense > 0).all()
+    for reduction in ("none", "mean"):
+        fn = TopKCrossEntropyLoss(P_K, method, m=m, reduction=reduction)
+        smoothed = TopKCrossEntropyLoss(P_K, method, m=m, reduction=reduction, label_smoothing=0.1)
+        x, x_sparse = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+        value, expected = fn(x, dense), smoothed(x_sparse, sparse)
+        torch.testing.assert_close(value, expected, atol=1e-12, rtol=0)
+        value.sum().backward()
+        expected.sum().backward()
+        torch.testing.assert_close(x.grad, x_sparse.grad, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["bitonic", "neuralsort"])
+def test_mixup_rows_on_the_device_path(method):
+    """The floor is taken without a read back from the device: the device path (float32) gives the
+    CPU path's loss and gradient."""
+    logits = torch.randn(5, 40) * 2
+    dense = mixup_rows(torch.arange(5), 40, 0.6, 0.2).float()
+    fn = TopKCrossEntropyLoss(P_K, method, m=6)
+    x, x_device = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    expected = fn(x, dense)
+    with device_path():
+        value = fn(x_device, dense)
+    torch.testing.assert_close(value, expected)
+    expected.backward()
+    value.backward()
+    torch.testing.assert_close(x_device.grad, x.grad)
+
+
+def test_a_row_with_too_many_classes_says_what_to_do():
+    q = torch.softmax(torch.randn(3, 30), dim=1)  # every class above the row's floor but one
+    fn = TopKCrossEntropyLoss(P_K, "bitonic", m=8)
+    with pytest.raises(ValueError, match=r"m = 8 must exceed .* got a row with 29 .* give m > 29, m='auto'"):
+        fn(torch.randn(3, 30), q)
+    assert torch.isfinite(TopKCrossEntropyLoss(P_K, "bitonic")(torch.randn(3, 30), q))  # 'auto' ranks all 30
 
 
 def test_spatial_probability_targets():

@@ -51,7 +51,7 @@ def test_bad_input_is_rejected_clearly():
         topk_accuracy(logits, target, ks=(1, 5))
     with pytest.raises(ValueError, match="k = 0"):
         topk_accuracy(logits, target, ks=(0,))
-    with pytest.raises(TypeError, match="ks must hold ints"):
+    with pytest.raises(TypeError, match="each k of ks must be an int"):
         topk_accuracy(logits, target, ks=(1.0,))
     with pytest.raises(ValueError, match="target values must lie in"):
         topk_accuracy(logits, torch.tensor([0, 1, 2, 3]))

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import softtopk
 from softtopk.relax import NETWORK_METHODS
 from softtopk_experiments.settings.losses import METHODS
 from softtopk_experiments.settings.options import (
@@ -85,3 +86,9 @@ def test_which_methods_an_option_applies_to():
         assert ("tau" in used) == (method == "smooth_topk")
         # label smoothing and mixed (probability) targets: every loss but the smooth top-k SVM
         assert ("label_smoothing" in used) == ("mixup" in used) == (method != "smooth_topk")
+
+
+def test_the_loss_options_default_to_the_librarys_defaults():
+    loss_fn = softtopk.TopKCrossEntropyLoss([0.5, 0, 0, 0, 0.5])
+    for name in ("distribution", "art_lambda", "inverse_temperature", "top1_mode"):
+        assert getattr(loss_fn, name) == BY_NAME[name].default, name

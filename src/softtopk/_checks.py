@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable, Iterator
 
 import torch
@@ -45,19 +46,37 @@ def check_scores(scores: object, name: str = "scores") -> torch.Tensor:
     return scores
 
 
+def check_int(value: object, name: str, low: int | None = None) -> int:
+    """An integer (a Python or NumPy int, not a bool), >= `low` if given."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value}")
+    return int(value)
+
+
+def check_real(value: object, name: str, low: float = -math.inf, high: float = math.inf,
+               high_open: bool = False) -> float:
+    """A real number (int or float, not a bool) in [low, high], or [low, high) with `high_open`;
+    NaN is never in range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not (low <= value < high if high_open else low <= value <= high):
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}{')' if high_open else ']'}, got {value}")
+    return float(value)
+
+
 def check_positive_finite(value: object, name: str) -> float:
     """A real number > 0 and finite."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = check_real(value, name)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return float(value)
+    return value
 
 
 def check_k(k: object, n: int, name: str = "k") -> int:
     """An integer with 1 <= k <= n."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"{name} must be an int, got {type(k).__name__}")
+    k = check_int(k, name)
     if not 1 <= k <= n:
         raise ValueError(f"{name} must satisfy 1 <= {name} <= n = {n}, got {k}")
     return k

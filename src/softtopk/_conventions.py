@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._checks import check_choice, check_scores
+from ._checks import check_choice, check_int, check_scores
 
 Tensor = torch.Tensor
 REDUCTIONS = ("mean", "sum", "none")
@@ -18,9 +18,7 @@ def check_reduction(reduction: object) -> str:
 
 
 def check_ignore_index(ignore_index: object) -> int:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__} {ignore_index!r}")
-    return ignore_index
+    return check_int(ignore_index, "ignore_index")
 
 
 def check_weight(weight: Tensor | None, classes: int | None = None) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from softtopk._checks import check_index, check_scores
+from softtopk._checks import check_index, check_int, check_scores
 
 
 def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
@@ -35,8 +35,7 @@ def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] 
     if not ks:
         raise ValueError("ks must name at least one k")
     for k in ks:
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"ks must hold ints, got {type(k).__name__}")
+        check_int(k, "each k of ks")
         if not 1 <= k <= c:
             raise ValueError(f"ks must lie in [1, C] = [1, {c}] (C = number of classes), got k = {k}")
     logits, target = logits.detach(), target.to(logits.device)

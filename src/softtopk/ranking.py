@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_choice, check_index, check_k, check_positive_finite, check_scores
+from ._checks import check_choice, check_index, check_k, check_positive_finite, check_real, check_scores
 from .relax import DISTRIBUTIONS, METHODS, RELAXATIONS
 
 Tensor = torch.Tensor
@@ -17,9 +17,7 @@ def check_relaxation(method: str, inverse_temperature: float, distribution: str,
     beta = check_positive_finite(inverse_temperature, "inverse_temperature")
     if "distribution" in RELAXATIONS[method].options:
         check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
-        real = isinstance(art_lambda, (int, float)) and not isinstance(art_lambda, bool)
-        if not real or not 0 <= art_lambda < 1:
-            raise ValueError(f"art_lambda must be a real number in [0, 1), got {art_lambda!r}")
+        check_real(art_lambda, "art_lambda", 0, 1, high_open=True)
     return beta
 
 

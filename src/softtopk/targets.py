@@ -9,7 +9,9 @@ a 'mean' reduction, so that one loss routine serves all three with the conventio
 
 - indices: the class's `weight`, rows equal to `ignore_index` are skipped, 'mean' divides by the
   summed weights of the targets;
-- probabilities: sum_c q_c weight_c L(s, c), 'mean' divides by the number of rows;
+- probabilities: sum_c q_c weight_c L(s, c), 'mean' divides by the number of rows; a row's uniform
+  floor C min_c q_c is taken as label smoothing (see `probability_targets`), and rows need not sum
+  to 1 (the loss is linear in them, as cross-entropy is);
 - multi-label: the mean over the true classes of weight_c L(s, c); rows without a true class are
   skipped, 'mean' divides by the summed mean weights.
 """
@@ -20,10 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_target_range, eager_cpu
+from ._checks import check_none, check_target_range, eager_cpu
 
 Tensor = torch.Tensor
-PROBABILITY_TOLERANCE = 1e-4  # rows of probability targets must sum to 1 within this
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,14 @@ class Targets:
     """Per row the classes `[M, J]` whose losses it needs. `weights [M, J]` weighs each loss (0 for
     padding; None: 1 in every row that is not ignored); `ignored [M]` marks rows that count for
     nothing (skipped in the label-smoothing term too); `mean_weight [M]` is each row's share of the
-    'mean' denominator (None: 1 for every row that is not ignored)."""
+    'mean' denominator (None: 1 for every row that is not ignored); `uniform [M]` is each row's
+    weight of the uniform term H(u, softmax(s)) beside `weights` (None: no such term)."""
 
     classes: Tensor
     weights: Tensor | None
     ignored: Tensor
     mean_weight: Tensor | None = None
+    uniform: Tensor | None = None
 
     def rows(self, losses: Tensor) -> Tensor:
         """The weighted losses `[M, J]` summed per row `[M]`. Entries that count for nothing are
@@ -94,26 +97,29 @@ def _padded_classes(key: Tensor, count: Tensor, logits: Tensor) -> tuple[Tensor,
     return torch.where(selected, targets, filler), selected
 
 
-def check_probabilities(target: Tensor) -> Tensor:
-    """Raise ValueError unless the rows of `target [M, C]` are finite, non-negative and sum to 1
-    (one read back from the device); returns the row sums `[M]`."""
-    sums = target.sum(1)
-    off = (sums - 1).abs()  # NaN where a NaN or inf reaches its row's sum
-    if bool(((target.amin(1) < 0) | ~(off <= PROBABILITY_TOLERANCE)).any()):
-        if not (bool(torch.isfinite(sums).all()) and target.amin() >= 0):
-            raise ValueError("target probabilities must be finite and non-negative")
-        raise ValueError(f"target probabilities must sum to 1 in every row (within {PROBABILITY_TOLERANCE}), "
-                         f"got a row summing to {float(sums[off.argmax()]):.6g}")
-    return sums
+def check_probabilities(target: Tensor) -> None:
+    """Raise ValueError unless the entries of `target [M, C]` are finite and non-negative (on the
+    device and under compile: a device-side assertion, no wait). Rows need not sum to 1: as in
+    `CrossEntropyLoss`, the loss is linear in each row."""
+    check_none(~(target >= 0) | (target == torch.inf), "target probabilities must be finite and non-negative")
 
 
 def probability_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -> Targets:
-    """Class probabilities `[M, C]`: non-negative rows that sum to 1."""
-    sums = check_probabilities(target)
+    """Class probabilities `[M, C]`. A row's smallest entry is its uniform floor: q = (q - min q) +
+    C min q * u, the sparse part weighs the classes above the floor and the floor goes to the
+    label-smoothing term, `uniform = C min q` (as timm's Mixup with label smoothing makes its rows
+    `(1 - e) mix + e / C`). Nothing is read back from the device beyond the count of classes."""
+    check_probabilities(target)
     q = target.to(logits.dtype)
-    classes, _ = _padded_classes(q, torch.count_nonzero(q, dim=1), logits)
-    weights = q.gather(1, classes) * _class_weight(weight, classes, logits.dtype)
-    return Targets(classes, weights, torch.zeros_like(sums, dtype=torch.bool))
+    floor = q.amin(1, keepdim=True)
+    sparse = q - floor  # exactly 0 at the floor's classes
+    classes, _ = _padded_classes(sparse, torch.count_nonzero(sparse, dim=1), logits)
+    weights = sparse.gather(1, classes) * _class_weight(weight, classes, logits.dtype)
+    ignored = torch.zeros(q.shape[0], dtype=torch.bool, device=q.device)
+    uniform = floor[:, 0] * q.shape[1]
+    if eager_cpu(q) and not bool(uniform.any()):  # no row has a floor: no uniform term to compute
+        uniform = None
+    return Targets(classes, weights, ignored, uniform=uniform)
 
 
 def multilabel_targets(target: Tensor, logits: Tensor, weight: Tensor | None) -> Targets:

@@ -99,13 +99,11 @@ OPTIONS: tuple[Option, ...] = (
            "1/beta)", group="loss", scope="relaxation", default=1.0, library=True),
     Option("m", int, "top-m preselection: rank only the true class and the m-1 highest others; none "
            "ranks every class", group="loss", scope="relaxation", nullable=True, metavar="M", library=True),
-    # the library's defaults are cauchy and 0.25; the paper's settings, which the command line follows,
-    # use logistic_phi and 0.5
     Option("distribution", str, f"comparator sigmoid of the sorting networks: {', '.join(DISTRIBUTIONS)} "
-           "(the paper's setting, not the library's default cauchy)", group="loss", scope="network",
+           "(the paper's setting, also the library's default)", group="loss", scope="network",
            default="logistic_phi", library=True),
-    Option("art_lambda", float, "lambda of the logistic_phi sigmoid (the paper's setting, not the library's "
-           "default 0.25)", group="loss", scope="network", default=0.5, library=True),
+    Option("art_lambda", float, "lambda of the logistic_phi sigmoid (the paper's setting, also the "
+           "library's default)", group="loss", scope="network", default=0.5, library=True),
     Option("top1_mode", str, "how the k = 1 term is computed: sm (softmax probability), smce (a "
            "cross-entropy term), sort (the relaxation)", group="loss", scope="relaxation",
            default="sm", library=True),

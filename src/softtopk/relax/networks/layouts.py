@@ -8,7 +8,7 @@ holds rank `r` (rank 0 = largest). Every layer holds at least one comparator.
 
 from __future__ import annotations
 
-from ..._checks import check_choice, check_k
+from ..._checks import check_choice, check_int, check_k
 
 Comparator = tuple[int, int]
 Network = tuple[tuple[Comparator, ...], ...]
@@ -24,10 +24,7 @@ def sorting_network(kind: str, n: int, k: int | None = None) -> Network:
     The result is cached and shared between calls; it is made of tuples, so it cannot be changed.
     """
     check_choice(kind, "kind", tuple(_LAYERS))
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int >= 1, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n}")
+    n = check_int(n, "n", low=1)
     if kind == "splitter_selection":
         if k is None:
             raise ValueError("k is required for kind='splitter_selection': an int with 1 <= k <= n")
