@@ -73,7 +73,8 @@ def assert_same(results, tol=1e-9):
     torch.testing.assert_close(fused_loss, loss, rtol=tol, atol=tol, equal_nan=True)
     for grad, fused_grad in zip(grads, fused_grads, strict=True):
         assert torch.isfinite(fused_grad).all()
-        torch.testing.assert_close(fused_grad, grad, rtol=tol, atol=tol * max(grad.abs().max().item(), 1.0))
+        scale = grad.abs().max().item() if grad.numel() else 1.0
+        torch.testing.assert_close(fused_grad, grad, rtol=tol, atol=tol * max(scale, 1.0))
 
 
 def _grid():
@@ -141,6 +142,14 @@ def test_no_bias_and_batch_shape(kind):
     results = unfused_and_fused(x, w, None, target, [0.5, 0, 0, 0, 0.5], reduction="none", **TOPK)
     assert results[1][0].shape == batch
     assert_same(results)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_and_single_prediction(reduction):
+    """N = 0 (NaN under 'mean', 0 under 'sum', as unfused) and an input [H] with a target []."""
+    for batch, y in (((0,), torch.zeros(0, dtype=torch.long)), ((), torch.tensor(5))):
+        x, w, b = (t.requires_grad_() for t in head(batch=batch))
+        assert_same(unfused_and_fused(x, w, b, y, [0.5, 0, 0, 0, 0.5], reduction=reduction, **TOPK))
 
 
 @pytest.mark.parametrize("method", ["softmax", "splitter_selection"])
