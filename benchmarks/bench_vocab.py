@@ -4,8 +4,9 @@
 
     python benchmarks/bench_vocab.py [--device cpu] [--threads 1] [--repeats 10]
 
-Memory: each case runs in a fresh process. On the CPU its extra peak is the peak RSS (ru_maxrss) less
-the RSS once the inputs, the parameters and their (preallocated) gradients exist, after a small
+Memory: each case runs in a fresh process. On the CPU its extra peak is the process's peak RSS
+(VmHWM, reset through /proc/self/clear_refs; not ru_maxrss, which a child inherits from its parent)
+less the RSS once the inputs, the parameters and their (preallocated) gradients exist, after a small
 warm-up step; on CUDA, max_memory_allocated less the memory allocated then. The time of that process's
 steps after the first is shown next to it; the ratios to the unfused baselines come from calls that
 alternate with them in this process, at the first size.
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -65,9 +65,15 @@ def step(fn: Callable[[], torch.Tensor], device: str) -> float:
     return time.perf_counter() - start
 
 
-def current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
+def rss(field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of this process, in bytes."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
+def reset_peak_rss() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def one_case(variant: str, n: int, h: int, c: int, device: str, repeats: int) -> dict:
@@ -79,10 +85,10 @@ def one_case(variant: str, n: int, h: int, c: int, device: str, repeats: int) ->
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
     else:
-        base = current_rss()
+        base = rss("VmRSS")
+        reset_peak_rss()
     seconds = [step(fn, device)]
-    extra = torch.cuda.max_memory_allocated() - base if device == "cuda" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    extra = torch.cuda.max_memory_allocated() - base if device == "cuda" else rss("VmHWM") - base
     seconds += [step(fn, device) for _ in range(repeats)]
     return {"extra_bytes": extra, "seconds": statistics.median(seconds[1:] or seconds)}
 
@@ -97,7 +103,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=10, help="alternating calls for the time ratios")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="alternating calls for the time ratios (0: only the table)")
     parser.add_argument("--case", nargs=4, metavar=("VARIANT", "N", "H", "C"), help=argparse.SUPPRESS)
     parser.add_argument("--case-repeats", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,7 +120,7 @@ def main() -> None:
     x, w, b, y = head(n, h, c, args.device)
     ratios = {}
     for fused, unfused in (("fused top-k", "linear + TopKCrossEntropyLoss"),
-                           ("fused softmax", "linear + cross_entropy")):
+                           ("fused softmax", "linear + cross_entropy"))[: 2 if args.repeats else 0]:
         fn, base = (loss_fn(v, x, w, b, y) for v in (fused, unfused))
         ratios[fused] = paired_ms(lambda fn=fn: step(fn, args.device),
                                   lambda base=base: step(base, args.device), repeats=args.repeats, warmup=2)
