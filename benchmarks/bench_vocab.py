@@ -2,7 +2,8 @@
 `F.linear` + `F.cross_entropy`, `F.linear` + `TopKCrossEntropyLoss`, and the fused
 `linear_topk_cross_entropy` (top-k, and method='softmax'), which never holds the [N, C] logits.
 
-    python benchmarks/bench_vocab.py [--device cpu] [--threads 1] [--repeats 10]
+    python benchmarks/bench_vocab.py [--device cpu] [--threads 1] [--repeats 10] [--steps 2]
+                                     [--sizes 2048,256,32768 ...]
 
 Memory: each case runs in a fresh process. On the CPU its extra peak is the process's peak RSS
 (VmHWM, reset through /proc/self/clear_refs; not ru_maxrss, which a child inherits from its parent)
@@ -106,13 +107,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10,
                         help="alternating calls for the time ratios (0: only the table)")
     parser.add_argument("--case", nargs=4, metavar=("VARIANT", "N", "H", "C"), help=argparse.SUPPRESS)
-    parser.add_argument("--case-repeats", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per case after the first "
+                        "(0: the first step's time); above C = 32768, one")
+    parser.add_argument("--sizes", nargs="+", default=[",".join(map(str, size)) for size in SIZES],
+                        help="N,H,C of the table's rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.case:
         variant, *shape = args.case
-        print(json.dumps(one_case(variant, *map(int, shape), args.device, args.case_repeats)))
+        print(json.dumps(one_case(variant, *map(int, shape), args.device, args.steps)))
         return
 
     print(f"device {args.device}, {args.threads} thread(s); P_K = {P_K}, {TOPK}\n")
@@ -130,15 +134,15 @@ def main() -> None:
 
     print("\n| N | H | C | logits (float32) | " + " | ".join(VARIANTS) + " |")
     print("|---|---|---|---|" + "---|" * len(VARIANTS))
-    for n, h, c in SIZES:
+    for n, h, c in (map(int, size.split(",")) for size in args.sizes):
         cells = []
         for variant in VARIANTS:
             if estimated_bytes(variant, n, h, c) > LIMIT_BYTES:
                 cells.append("skipped (> 12 GiB)")
                 continue
-            repeats = 2 if c <= 32768 else 1
+            steps = args.steps if c <= 32768 else min(args.steps, 1)
             command = [sys.executable, __file__, "--device", args.device, "--threads", str(args.threads),
-                       "--case", variant, str(n), str(h), str(c), "--case-repeats", str(repeats)]
+                       "--case", variant, str(n), str(h), str(c), "--steps", str(steps)]
             out = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(out.stdout.strip().splitlines()[-1])
             cells.append(f"{result['extra_bytes'] / GIB:.3f} GiB, {result['seconds']:.2f} s")
