@@ -262,3 +262,21 @@ def test_module_rejects_weight_keyword_and_bad_options():
         LinearTopKCrossEntropyLoss([0.5, 0.5], chunk_size=-1)
     with pytest.raises(ValueError, match="method"):
         LinearTopKCrossEntropyLoss([0.5, 0.5], method="quicksort")
+
+
+def test_no_gradients_taken_where_none_is_wanted(monkeypatch):
+    """Under no_grad, or with no tensor requiring a gradient, the chunks' losses are only evaluated."""
+    x, w, b = (t.requires_grad_() for t in head())
+    y = make_target("index")
+    expected = topk_cross_entropy(F.linear(x, w, b), y, [0.5, 0, 0, 0, 0.5], **TOPK).detach()
+
+    def no_gradients(*args):
+        raise AssertionError("gradients taken")
+
+    monkeypatch.setattr(softtopk.linear_loss, "_chunk_pass", no_gradients)
+    with torch.no_grad():
+        loss = linear_topk_cross_entropy(x, w, y, [0.5, 0, 0, 0, 0.5], b, chunk_size=CHUNK, **TOPK)
+    detached = linear_topk_cross_entropy(x.detach(), w.detach(), y, [0.5, 0, 0, 0, 0.5], b.detach(), **TOPK)
+    for value in (loss, detached):
+        assert not value.requires_grad
+        torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)

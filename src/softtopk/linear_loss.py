@@ -130,6 +130,14 @@ def _starts(target: Tensor, chunk: int) -> range:
     return range(0, max(target.shape[0], 1), chunk)
 
 
+def _chunk_losses(head: _Head, target: Tensor, chunk: int, loss: Any, amp: torch.dtype | None
+                  ) -> list[Tensor]:
+    """Every chunk's loss, without gradients."""
+    with torch.no_grad():
+        return [loss(_loss_input(head.logits(slice(s, s + chunk)), amp), target[s: s + chunk])
+                for s in _starts(target, chunk)]
+
+
 def _chunk_pass(head: _Head, target: Tensor, chunk: int, loss: Any, amp: torch.dtype | None,
                 grad_outputs: Tensor) -> list[Tensor]:
     """Every chunk's loss (detached), with its logit gradient for `grad_outputs` (a scalar, or one per
@@ -153,24 +161,24 @@ def _chunk_pass(head: _Head, target: Tensor, chunk: int, loss: Any, amp: torch.d
 class _LinearTopKCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, chunk: int,
-                loss: Any, reduction: str, count: Any) -> Tensor:
+                loss: Any, reduction: str, count: Any, grad_enabled: bool) -> Tensor:
         device = x.device.type
         amp = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        needs = tuple(ctx.needs_input_grad[:3])
+        needs = tuple(grad_enabled and need for need in ctx.needs_input_grad[:3])
         with torch.autocast(device, enabled=False):
             if reduction == "none":  # the backward pass recomputes each chunk with its rows' gradients
                 ctx.save_for_backward(x, weight, bias, target)
                 ctx.chunk, ctx.loss, ctx.amp, ctx.needs = chunk, loss, amp, needs
-                with torch.no_grad():
-                    head = _Head(x, weight, bias, amp, (False, False, False))
-                    return torch.cat([loss(_loss_input(head.logits(slice(s, s + chunk)), amp),
-                                           target[s: s + chunk]) for s in _starts(target, chunk)])
+                head = _Head(x, weight, bias, amp, (False,) * 3)
+                return torch.cat(_chunk_losses(head, target, chunk, loss, amp))
             head = _Head(x, weight, bias, amp, needs)
             scale = torch.ones((), device=x.device)
             if reduction == "mean":  # nothing counted: the loss selects every row away, a zero gradient
                 denominator = count()
                 scale = 1 / denominator
-            values = _chunk_pass(head, target, chunk, loss, amp, scale)
+            # Gradients only where one is wanted (not under no_grad, nor for tensors without requires_grad).
+            values = _chunk_pass(head, target, chunk, loss, amp, scale) if any(needs) else \
+                _chunk_losses(head, target, chunk, loss, amp)
             total = torch.stack(values).sum()
             ctx.grads = head.grads
             return (total / denominator).to(total.dtype) if reduction == "mean" else total
@@ -184,12 +192,12 @@ class _LinearTopKCrossEntropy(torch.autograd.Function):
                                    "they can be back-propagated once (no retain_graph)")
             grads, ctx.grads = ctx.grads, None
             scaled = (None if g is None else g.mul_(grad_output) for g in grads)
-            return (*scaled, None, None, None, None, None)
+            return (*scaled, None, None, None, None, None, None)
         x, weight, bias, target = ctx.saved_tensors
         with torch.autocast(x.device.type, enabled=False):
             head = _Head(x, weight, bias, ctx.amp, ctx.needs)
             _chunk_pass(head, target, ctx.chunk, ctx.loss, ctx.amp, grad_output.reshape(-1))
-        return (*head.grads, None, None, None, None, None)
+        return (*head.grads, None, None, None, None, None, None)
 
 
 @torch.compiler.disable(reason="the gradients are taken inside the forward pass, which dynamo cannot trace")
@@ -242,7 +250,8 @@ def linear_topk_cross_entropy(
         dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
         return _mean_count(flat_target, classes, class_weight, ignore_index, dtype)
 
-    out = _LinearTopKCrossEntropy.apply(x, weight, bias, flat_target, chunk, loss, reduction, count)
+    out = _LinearTopKCrossEntropy.apply(x, weight, bias, flat_target, chunk, loss, reduction, count,
+                                        torch.is_grad_enabled())
     return out.reshape(batch_shape) if reduction == "none" else out
 
 
