@@ -3,6 +3,7 @@
 from importlib.metadata import version as _version
 
 from . import metrics
+from .linear_loss import LinearTopKCrossEntropyLoss, linear_topk_cross_entropy
 from .losses import TopKCrossEntropyLoss, topk_cross_entropy
 from .operators import soft_rank, soft_sort, soft_topk_mask
 from .ranking import METHODS, rank_probabilities
@@ -11,10 +12,12 @@ from .smooth_topk import SmoothHardTopKLoss, SmoothTopKLoss, smooth_hard_topk_lo
 
 __version__ = _version("softtopk")
 __all__ = [
+    "LinearTopKCrossEntropyLoss",
     "METHODS",
     "SmoothHardTopKLoss",
     "SmoothTopKLoss",
     "TopKCrossEntropyLoss",
+    "linear_topk_cross_entropy",
     "metrics",
     "rank_probabilities",
     "smooth_hard_topk_loss",
