@@ -329,7 +329,7 @@ def _plan(args: argparse.Namespace, protocol: str, spec: dict, out: Path, kind: 
                 footer = (f"{len(configs)} runs in {time.perf_counter() - began:.0f} s (data included); run "
                           f"folder: {out}")
             if group.is_main:
-                print(in_flags(table) + "\n" + footer)
+                print(table + "\n" + footer)
                 for warning in warnings:
                     print(f"softtopk {args.command}: warning: {in_flags(warning)}", file=sys.stderr)
             return 0
