@@ -1,0 +1,250 @@
+"""The top-k cross-entropy with the classes sharded over the processes of a torch.distributed group
+(vocab-parallel, as Megatron's cross-entropy): rank r holds the logits of the r-th contiguous block
+of the classes, `local_input [N, C_r]`, and never the whole `[N, C]`.
+
+With top-m preselection the relaxation needs only the m candidates of each row (the target first,
+then the highest other classes), and from all classes only the log-sum-exp and, with label
+smoothing, the weighted sum of the logits. So every rank sends its block's top-m values and class
+indices (an all-gather of `[world, N, m]`) and a few numbers per row (all-reduces of `[N]`), whatever
+C is; every rank merges the same candidates, computes the same loss on `[N, m]`, and its backward
+writes only its own block of the gradient, without communication.
+
+The loss is replicated: every rank returns the same value, and `backward()` on every rank gives each
+rank its block of the gradient of that one loss (do not average it over the ranks again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+
+from ._checks import check_choice, check_scores, eager_cpu
+from ._conventions import check_ignore_index, check_reduction, check_weight, reduce
+from .losses import LOSS_METHODS, topk_cross_entropy
+from .targets import index_targets
+
+Tensor = torch.Tensor
+
+_SENT_BYTES: list[int] = []  # one counter while `count_bytes` is active
+
+
+@contextlib.contextmanager
+def count_bytes() -> Iterator[list[int]]:
+    """Counts the bytes this process contributes to the collectives of the sharded loss: yields a
+    one-element list whose entry grows with every collective inside the block."""
+    counter = [0]
+    _SENT_BYTES.append(0)
+    try:
+        yield counter
+    finally:
+        counter[0] = _SENT_BYTES.pop()
+
+
+def _sent(tensor: Tensor) -> None:
+    if _SENT_BYTES:
+        _SENT_BYTES[-1] += tensor.numel() * tensor.element_size()
+
+
+def _all_reduce(tensor: Tensor, op: dist.ReduceOp, group) -> Tensor:
+    _sent(tensor)
+    dist.all_reduce(tensor, op=op, group=group)
+    return tensor
+
+
+def _all_gather(tensor: Tensor, group) -> Tensor:
+    """`[...]` of every rank -> `[world, ...]`, in rank order."""
+    _sent(tensor)
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, tensor.contiguous(), group=group)
+    return torch.stack(parts)
+
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_LAYOUTS: dict[tuple, tuple[int, int]] = {}
+
+
+def _block(local_input: Tensor, group) -> tuple[int, int]:
+    """(offset of this rank's first class, number of classes C) after checking that the ranks agree
+    on N and on the dtype. Exchanged on every call on the CPU; on a device, once per shape and dtype
+    (the exchange reads its result back on the host)."""
+    rows, width = local_input.shape
+    key = (group, rows, width, local_input.dtype, local_input.device)
+    if not eager_cpu(local_input) and key in _LAYOUTS:
+        return _LAYOUTS[key]
+    header = torch.tensor([rows, width, _DTYPES.index(local_input.dtype)], device=local_input.device)
+    everyone = _all_gather(header, group).tolist()
+    if len({r[0] for r in everyone}) > 1:
+        raise ValueError(f"local_input must have the same number of rows N on every rank, got "
+                         f"{[r[0] for r in everyone]} (ranks in order)")
+    if len({r[2] for r in everyone}) > 1:
+        raise ValueError(f"local_input must have the same dtype on every rank, got "
+                         f"{[str(_DTYPES[r[2]]) for r in everyone]} (ranks in order)")
+    widths = [r[1] for r in everyone]
+    rank = dist.get_rank(group)
+    _LAYOUTS[key] = (sum(widths[:rank]), sum(widths))
+    return _LAYOUTS[key]
+
+
+class _LogSumExp(torch.autograd.Function):
+    """log sum_c exp(s_c) over the classes of every rank `[N]`, from this rank's block `[N, C_r]`;
+    the backward gives this block's share, softmax(s) on its classes."""
+
+    @staticmethod
+    def forward(ctx, local: Tensor, group) -> Tensor:
+        top = _all_reduce(local.amax(1) if local.shape[1] else local.new_full(local.shape[:1], -torch.inf),
+                          dist.ReduceOp.MAX, group)
+        shift = torch.where(torch.isfinite(top), top, 0.0)
+        total = _all_reduce((local - shift[:, None]).exp().sum(1), dist.ReduceOp.SUM, group)
+        lse = shift + total.log()
+        ctx.save_for_backward(local, lse)
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        local, lse = ctx.saved_tensors
+        share = (local - lse[:, None]).exp().nan_to_num(0.0)  # a row with no finite logit: 0
+        return grad[:, None] * share, None
+
+
+class _Summed(torch.autograd.Function):
+    """The sum over the ranks of `value [N]`; as every rank computes the same loss from it, the
+    gradient of each rank's part is the gradient of the sum."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, group) -> Tensor:
+        return _all_reduce(value.clone(), dist.ReduceOp.SUM, group)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad, None
+
+
+def _own_target_logit(local: Tensor, target: Tensor, offset: int) -> Tensor:
+    """The target's logit where this rank holds the target's class, else 0.  [N, C_r], [N] -> [N]"""
+    width = local.shape[1]
+    if not width:
+        return local.new_zeros(local.shape[0])
+    index = (target - offset).clamp(0, width - 1)[:, None]
+    owned = (target >= offset) & (target < offset + width)
+    return torch.where(owned, local.gather(1, index)[:, 0], 0.0)
+
+
+class _Candidates(torch.autograd.Function):
+    """The logits of every row's m candidates `[N, m]`: the target first, then the m - 1 highest
+    other classes of all ranks in descending order, ties by ascending class index; and their class
+    indices `[N, m]`. The backward scatters the candidates' gradient into this rank's block."""
+
+    @staticmethod
+    def forward(ctx, local: Tensor, target: Tensor, m: int, offset: int, classes: int, group):
+        rows, width = local.shape
+        values, index = local.topk(min(m, width), dim=1)
+        if width < m:  # pad to m with entries that sort after every class, -inf ones included
+            values = torch.cat([values, values.new_full((rows, m - width), -torch.inf)], 1)
+            index = torch.cat([index, index.new_full((rows, m - width), classes - offset)], 1)
+        target_logit = _all_reduce(_own_target_logit(local, target, offset), dist.ReduceOp.SUM, group)
+        values = _all_gather(values, group).permute(1, 0, 2).reshape(rows, -1)
+        index = (_all_gather(index + offset, group)).permute(1, 0, 2).reshape(rows, -1)
+        values = values.masked_fill(index == target[:, None], -torch.inf)
+        index = index.masked_fill(index == target[:, None], classes)
+        by_index = index.argsort(dim=1, stable=True)
+        values, index = values.gather(1, by_index), index.gather(1, by_index)
+        order = values.argsort(dim=1, descending=True, stable=True)[:, : m - 1]
+        candidates = torch.cat([target_logit[:, None], values.gather(1, order)], 1)
+        candidate_index = torch.cat([target[:, None], index.gather(1, order)], 1)
+        ctx.save_for_backward(candidate_index)
+        ctx.offset, ctx.width = offset, width
+        ctx.mark_non_differentiable(candidate_index)
+        return candidates, candidate_index
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _):
+        (candidate_index,) = ctx.saved_tensors
+        local = candidate_index - ctx.offset
+        here = (local >= 0) & (local < ctx.width)
+        out = grad.new_zeros(grad.shape[0], ctx.width)
+        out.scatter_add_(1, local.clamp(0, max(ctx.width - 1, 0)), torch.where(here, grad, 0.0))
+        return out, None, None, None, None, None
+
+
+def vocab_parallel_topk_cross_entropy(
+    local_input: Tensor,
+    target: Tensor,
+    p_k: Sequence[float] | Tensor,
+    *,
+    group: dist.ProcessGroup | None = None,
+    method: str = "splitter_selection",
+    m: int | None = None,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    **kwargs: object,
+) -> Tensor:
+    """`topk_cross_entropy` of the logits whose classes are split over the ranks of `group`.
+
+    Args:
+        local_input: `[N, C_r]` logits of this rank's classes: rank r holds the r-th contiguous block
+            of the C classes in rank order (blocks may differ in size, and be empty).
+        target: `[N]` class indices in [0, C) or `ignore_index`, the same on every rank.
+        p_k: P_K(k) for k = 1..K, as in `topk_cross_entropy`.
+        group: the process group (default: the world).
+        method: 'softmax' (vocab-parallel cross-entropy) or a relaxation of `softtopk.METHODS`.
+        m: the top-m preselection, required for a relaxation: m <= C candidates per row.
+        weight: optional per-class weights `[C]` of all classes, the same on every rank.
+        ignore_index, reduction, label_smoothing, and the other keywords (`inverse_temperature`,
+            `distribution`, `art_lambda`, `top1_mode`, `eps`): as in `topk_cross_entropy`.
+
+    Returns:
+        The loss of `topk_cross_entropy(torch.cat(blocks, dim=1), target, p_k, ...)`, the same on
+        every rank (the shape `[N]` with reduction='none'); its backward gives each rank its block
+        of the gradient. Classes tied at the m-th largest logit enter by ascending class index.
+        Communication per call: O(N * m * world) numbers, independent of C.
+    """
+    check_scores(local_input, "local_input")
+    if local_input.dim() != 2:
+        raise ValueError(f"local_input must have shape [N, C_r], got {tuple(local_input.shape)}")
+    check_choice(method, "method", LOSS_METHODS)
+    check_reduction(reduction)
+    check_ignore_index(ignore_index)
+    check_weight(weight)
+    if method != "softmax" and m is None:
+        raise ValueError("m is required with a relaxation: the sharded loss ranks the top-m candidates "
+                         "of all classes (e.g. m=16), never all of them")
+    group = group or dist.group.WORLD
+    offset, classes = _block(local_input, group)
+    if m is not None and m > classes:
+        raise ValueError(f"m must not exceed the number of classes C = {classes}, got m = {m}")
+    check_weight(weight, classes)
+    if not isinstance(target, Tensor) or target.shape != local_input.shape[:1]:
+        raise ValueError(f"target must be a tensor of class indices of shape [{local_input.shape[0]}]")
+    scores = local_input.to(torch.float64 if local_input.dtype == torch.float64 else torch.float32)
+    t = index_targets(target.long(), classes, weight, ignore_index, scores.dtype)
+    label = t.classes[:, 0]
+    with torch.autocast(scores.device.type, enabled=False):
+        if method == "softmax":
+            target_logit = _Summed.apply(_own_target_logit(scores, label, offset), group)
+            losses = _LogSumExp.apply(scores, group) - target_logit
+        else:
+            candidates = _Candidates.apply(scores, label, m, offset, classes, group)[0]
+            first = torch.zeros_like(label)  # the target is the first candidate
+            losses = topk_cross_entropy(candidates, first, p_k, method=method, m=m, reduction="none",
+                                        **kwargs)
+        rows = t.rows(losses[:, None])
+        if label_smoothing > 0:
+            smooth = t.smoothing(_smoothing_term(scores, weight, offset, classes, group))
+            rows = (1 - label_smoothing) * rows + label_smoothing * smooth
+    return reduce(rows, reduction, tuple(target.shape), t.count)
+
+
+def _smoothing_term(scores: Tensor, weight: Tensor | None, offset: int, classes: int, group) -> Tensor:
+    """H(u, softmax(s)) = (lse(s) sum_c w_c - sum_c w_c s_c) / C over all classes, from this
+    rank's block.  [N, C_r] -> [N]"""
+    lse = _LogSumExp.apply(scores, group)
+    if weight is None:
+        return lse - _Summed.apply(scores.sum(1), group) / classes
+    w = weight.to(scores.dtype)
+    local = w[offset : offset + scores.shape[1]]
+    return (lse * w.sum() - _Summed.apply(scores @ local, group)) / classes
