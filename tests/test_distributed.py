@@ -48,6 +48,8 @@ CASES = [
     dict(method="splitter_selection", m=8, masked=True, top1_mode="sort"),
     dict(method="odd_even", m=8, all_ignored=True),
     dict(method="softmax", all_ignored=True, label_smoothing=0.1),
+    *[dict(method=method, m=8, ties=True) for method in ("splitter_selection", "bitonic", "neuralsort")],
+    dict(method="softmax", ties=True, label_smoothing=0.1),
 ]
 
 
@@ -113,8 +115,8 @@ def _errors(rank: int, world: int) -> int:
     target = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="m is required"):
         vocab_parallel_topk_cross_entropy(logits, target, P_K, method="bitonic")
-    with pytest.raises(ValueError, match="m must not exceed the number of classes C = 21"):
-        vocab_parallel_topk_cross_entropy(logits, target, P_K, method="bitonic", m=30)
+    with pytest.raises(ValueError, match="m must be smaller than the number of classes C = 21"):
+        vocab_parallel_topk_cross_entropy(logits, target, P_K, method="bitonic", m=21)
     with pytest.raises(ValueError, match="same number of rows N on every rank"):
         vocab_parallel_topk_cross_entropy(torch.randn(4 + rank, 10), target, P_K, method="bitonic", m=8)
     dist.barrier()

@@ -224,3 +224,22 @@ def test_module_validates_at_construction():
         TopKCrossEntropyLoss([0.3, 0.3])
     with pytest.raises(ValueError, match="reduction"):
         TopKCrossEntropyLoss([1.0], reduction="max")
+
+
+@pytest.mark.parametrize("method", ["splitter_selection", "neuralsort"])
+def test_preselection_takes_tied_classes_by_ascending_index(method):
+    # Classes 1..9 tie: besides the target 0, classes 1, 2, 3 are kept in that order (torch.topk
+    # promises no order among ties), so the loss is that of those four columns and their gradient.
+    logits = torch.zeros(3, 10, dtype=torch.float64)
+    logits[:, 0] = -1.0
+    logits[2, 5] = 0.5  # a larger class goes first, the tied ones follow
+    kept = torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3], [0, 5, 1, 2]])
+    target = torch.zeros(3, dtype=torch.long)
+    loss, grad = loss_and_grad(lambda x, y: topk_cross_entropy(x, y, [0.5, 0.5], method=method, m=4), logits,
+                               target)
+    expected, expected_grad = loss_and_grad(
+        lambda x, y: topk_cross_entropy(x, y, [0.5, 0.5], method=method, m=None), logits.gather(1, kept),
+        target)
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    torch.testing.assert_close(grad.gather(1, kept), expected_grad, rtol=1e-12, atol=1e-15)
+    assert (grad.abs().sum() - expected_grad.abs().sum()).abs() < 1e-14  # nothing reaches the others

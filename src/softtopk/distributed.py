@@ -21,9 +21,9 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.distributed as dist
 
-from ._checks import check_choice, check_scores, eager_cpu
+from ._checks import check_choice, check_int, check_scores, eager_cpu
 from ._conventions import check_ignore_index, check_reduction, check_weight, reduce
-from .losses import LOSS_METHODS, topk_cross_entropy
+from .losses import LOSS_METHODS, METHOD, topk_cross_entropy
 from .targets import index_targets
 
 Tensor = torch.Tensor
@@ -175,7 +175,7 @@ def vocab_parallel_topk_cross_entropy(
     p_k: Sequence[float] | Tensor,
     *,
     group: dist.ProcessGroup | None = None,
-    method: str = "splitter_selection",
+    method: str = METHOD,
     m: int | None = None,
     weight: Tensor | None = None,
     ignore_index: int = -100,
@@ -192,7 +192,7 @@ def vocab_parallel_topk_cross_entropy(
         p_k: P_K(k) for k = 1..K, as in `topk_cross_entropy`.
         group: the process group (default: the world).
         method: 'softmax' (vocab-parallel cross-entropy) or a relaxation of `softtopk.METHODS`.
-        m: the top-m preselection, required for a relaxation: m <= C candidates per row.
+        m: the top-m preselection, required for a relaxation: an int with K < m < C.
         weight: optional per-class weights `[C]` of all classes, the same on every rank.
         ignore_index, reduction, label_smoothing, and the other keywords (`inverse_temperature`,
             `distribution`, `art_lambda`, `top1_mode`, `eps`): as in `topk_cross_entropy`.
@@ -200,8 +200,11 @@ def vocab_parallel_topk_cross_entropy(
     Returns:
         The loss of `topk_cross_entropy(torch.cat(blocks, dim=1), target, p_k, ...)`, the same on
         every rank (the shape `[N]` with reduction='none'); its backward gives each rank its block
-        of the gradient. Classes tied at the m-th largest logit enter by ascending class index.
-        Communication per call: O(N * m * world) numbers, independent of C.
+        of the gradient. Candidates with equal logits are chosen and ordered by ascending class
+        index, as the single-process loss does on the CPU (on a GPU it keeps `torch.topk`'s order among
+        exact ties, so there the gradient of tied classes may land on another of them). Communication
+        per call: O(N * m * world) numbers, independent of C; on a GPU no value is read back, but the
+        block sizes once per shape.
     """
     check_scores(local_input, "local_input")
     if local_input.dim() != 2:
@@ -213,10 +216,13 @@ def vocab_parallel_topk_cross_entropy(
     if method != "softmax" and m is None:
         raise ValueError("m is required with a relaxation: the sharded loss ranks the top-m candidates "
                          "of all classes (e.g. m=16), never all of them")
+    if method != "softmax":
+        check_int(m, "m", low=2)
     group = group or dist.group.WORLD
     offset, classes = _block(local_input, group)
-    if m is not None and m > classes:
-        raise ValueError(f"m must not exceed the number of classes C = {classes}, got m = {m}")
+    if method != "softmax" and m >= classes:
+        raise ValueError(f"m must be smaller than the number of classes C = {classes}, got m = {m} (with "
+                         f"m >= C every class is ranked in its own order, which the sharded loss cannot see)")
     check_weight(weight, classes)
     if not isinstance(target, Tensor) or target.shape != local_input.shape[:1]:
         raise ValueError(f"target must be a tensor of class indices of shape [{local_input.shape[0]}]")

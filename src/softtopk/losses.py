@@ -182,27 +182,47 @@ def _top_indices(key: Tensor, k: int, classes: int) -> Tensor:
 
 
 def _preselect(logits: Tensor, classes: Tensor, m: int) -> Tensor:
-    """Logits of the J target classes followed by the m-J highest other classes, descending.
-    [M, C], [M, J] -> [M, m]"""
-    j, pad = classes.shape[1], _padding(logits, m)
+    """Logits of the J target classes followed by the m-J highest other classes, descending; on the
+    CPU, ties among them by ascending class index (see `_ties_by_index`).  [M, C], [M, J] -> [M, m]"""
+    j, cpu = classes.shape[1], eager_cpu(logits)
+    width = m + cpu  # on the CPU one class more: the best one left out, which shows a tie at the edge
+    pad = _padding(logits, width)
     with torch.no_grad():
-        if j == 1 and not pad and eager_cpu(logits):
+        if j == 1 and not pad and cpu:
             # No full-size copy, which costs more than a few small ops on the CPU: column i of the
-            # others is column i of the top m, or i + 1 once the target has been passed.
-            top = logits.topk(m, dim=1).indices
-            passed = (top[:, : m - 1] == classes).cumsum(dim=1)
-            others = top.gather(1, passed + _constant(tuple(range(m - 1)), top, torch.long))
-            kept = torch.cat([classes, others], dim=1)
-        elif j == 1:  # the target first (+inf), then the m - 1 highest others
+            # others is column i of the top classes, or i + 1 once the target has been passed.
+            top = logits.topk(width, dim=1).indices
+            passed = (top[:, :m] == classes).cumsum(dim=1)
+            others = top.gather(1, passed + _constant(tuple(range(m)), top, torch.long))
+        elif j == 1:  # the target first (+inf), then the highest others
             key = F.pad(logits, (0, pad), value=-torch.inf) if pad else logits.clone()
-            kept = _top_indices(key.scatter_(1, classes, torch.inf), m, logits.shape[1])
-        else:  # several targets, in their order: the first m - j others among the top m
+            others = _top_indices(key.scatter_(1, classes, torch.inf), width, logits.shape[1])[:, 1:]
+        else:  # several targets, in their order, then the others among the top classes
             key = F.pad(logits, (0, pad), value=-torch.inf) if pad else logits
-            top = _top_indices(key, m, logits.shape[1])
+            top = _top_indices(key, width, logits.shape[1])
             is_target = (top[:, :, None] == classes[:, None, :]).any(-1)
-            others = top.gather(1, is_target.to(torch.uint8).argsort(dim=1, stable=True)[:, : m - j])
-            kept = torch.cat([classes, others], dim=1)
+            others = top.gather(1, is_target.to(torch.uint8).argsort(dim=1, stable=True)[:, : width - j])
+        kept = torch.cat([classes, others[:, : m - j]], dim=1)
+        if cpu:
+            kept = _ties_by_index(logits, classes, kept, others[:, m - j :])
     return logits.gather(1, kept)
+
+
+def _ties_by_index(logits: Tensor, classes: Tensor, kept: Tensor, left_out: Tensor) -> Tensor:
+    """`kept` with its other classes chosen and ordered by descending logit and, among equal logits,
+    by ascending class index, as the class-sharded loss merges them (`torch.topk` promises no order
+    among ties). `left_out [M, 1]` is the best other class not kept: a tie at the edge shows there.
+    Only rows with tied logits pay for a sort of the row. CPU only: on a device the ties stay in
+    `topk`'s order, so that nothing is read back.  [M, C], [M, J], [M, m], [M, 1] -> [M, m]"""
+    j = classes.shape[1]
+    values, edge = logits.gather(1, kept[:, j:]), logits.gather(1, left_out)
+    tied = (values[:, 1:] == values[:, :-1]).any(1) | (edge[:, 0] == values[:, -1])
+    if not bool(tied.any()):
+        return kept
+    order = logits.argsort(dim=1, descending=True, stable=True)
+    is_target = (order[:, :, None] == classes[:, None, :]).any(-1)
+    others = order.gather(1, is_target.to(torch.uint8).argsort(dim=1, stable=True)[:, : kept.shape[1] - j])
+    return torch.cat([classes, others], dim=1)
 
 
 def _log_softmax_at(scores: Tensor, label: Tensor | None, j: int) -> Tensor:
