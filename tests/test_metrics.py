@@ -85,3 +85,10 @@ def test_multi_label_bad_shape_and_empty():
     with pytest.raises(ValueError, match="shape"):
         topk_accuracy(torch.randn(3, 4), torch.zeros(3, 5, dtype=torch.bool))
     assert math.isnan(topk_accuracy(torch.randn(2, 4), torch.zeros(2, 4, dtype=torch.bool), ks=(1,))[1])
+
+
+def test_a_row_with_a_nan_score_is_never_a_hit():
+    logits = torch.tensor([[float("nan"), 0.0, 1.0], [0.0, 2.0, 1.0]])
+    assert topk_accuracy(logits, torch.tensor([0, 1]), ks=(1, 3)) == {1: 0.5, 3: 0.5}
+    labels = torch.tensor([[True, False, False], [False, True, False]])
+    assert topk_accuracy(logits, labels, ks=(1, 3)) == {1: 0.5, 3: 0.5}

@@ -17,7 +17,8 @@ def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] 
     of its true classes is among the k highest scores, and rows without a true class are left out (the
     ReaL convention; NaN when no row has one). A row counts for k exactly when a true class is among
     `logits.topk(k).indices`, so ties are broken as `torch.topk` breaks them (which, among tied scores,
-    may differ from one k to another). Every k must satisfy `1 <= k <= C`: a top-k with k > C is
+    may differ from one k to another); a row with a NaN score never counts (`topk` would take NaN for
+    the largest score, so a diverged model would score hits). Every k must satisfy `1 <= k <= C`: a top-k with k > C is
     meaningless and is rejected rather than clipped. Returns `{k: accuracy}` in the order of `ks`.
     """
     check_scores(logits, "logits")
@@ -39,10 +40,11 @@ def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] 
         if not 1 <= k <= c:
             raise ValueError(f"ks must lie in [1, C] = [1, {c}] (C = number of classes), got k = {k}")
     logits, target = logits.detach(), target.to(logits.device)
+    scored = ~logits.isnan().any(1)
+    top = {k: logits.topk(k, dim=1).indices for k in dict.fromkeys(ks)}
     if multi_label:
         total = int(target.any(1).sum())
-        top = {k: logits.topk(k, dim=1).indices for k in dict.fromkeys(ks)}
-        hits = {k: int(target.gather(1, index).any(1).sum()) for k, index in top.items()}
+        hits = {k: int((target.gather(1, index).any(1) & scored).sum()) for k, index in top.items()}
         return {k: hits[k] / total if total else float("nan") for k in ks}
-    hits = {k: int((logits.topk(k, dim=1).indices == target[:, None]).sum()) for k in dict.fromkeys(ks)}
+    hits = {k: int(((index == target[:, None]).any(1) & scored).sum()) for k, index in top.items()}
     return {k: hits[k] / n for k in ks}
