@@ -61,7 +61,7 @@ def load_nextword(cache_dir: Path | None = None, dim: int = 64, context: int = 3
     training sentences (context counts smoothed to the power .75); a word absent from them takes the
     unknown word's vector. At the defaults: 266,396 training and 63,984 test examples, 192-d.
     Cached under `cache_dir` (default `$SOFTTOPK_CACHE` or `~/.cache/softtopk`), keyed by the
-    arguments and the data file's hash; the first build takes about 15 s. Needs scikit-learn
+    arguments and the data file's hash; the first build takes about 20 s. Needs scikit-learn
     (`pip install softtopk[experiments]`).
     """
     for name, value in (("dim", dim), ("context", context), ("train_per_class", train_per_class),
