@@ -18,8 +18,9 @@ def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] 
     ReaL convention; NaN when no row has one). A row counts for k exactly when a true class is among
     `logits.topk(k).indices`, so ties are broken as `torch.topk` breaks them (which, among tied scores,
     may differ from one k to another); a row with a NaN score never counts (`topk` would take NaN for
-    the largest score, so a diverged model would score hits). Every k must satisfy `1 <= k <= C`: a top-k with k > C is
-    meaningless and is rejected rather than clipped. Returns `{k: accuracy}` in the order of `ks`.
+    the largest score, so a diverged model would score hits). Every k must satisfy `1 <= k <= C`: a
+    top-k with k > C is meaningless and is rejected rather than clipped. Returns `{k: accuracy}` in the
+    order of `ks`.
     """
     check_scores(logits, "logits")
     if logits.dim() != 2 or logits.shape[0] < 1:

@@ -56,6 +56,8 @@ DATASETS: tuple[DataSet, ...] = (
             "features (shipped)"),
     DataSet("gcide_minilm", "finetune", "the GCIDE subject fields as frozen all-MiniLM-L6-v2 sentence "
             "embeddings (PCA 128-d, shipped): a pretrained encoder's features, the paper's setting"),
+    DataSet("nextword", "finetune", "the next word of a GCIDE dictionary sentence from the 3 words before "
+            "it, 20,000 words, PPMI + SVD word vectors (derived from shipped word ids)", paper="imagenet21k"),
     DataSet("embeddings", "finetune", "an embedding file (.pt/.npz), e.g. the paper's ImageNet embeddings",
             paper=None, paper_data=None, given_as="path"),
     DataSet("glyphs", "train", "rendered letters and digits of several scripts, 182 classes (built on "
