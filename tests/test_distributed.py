@@ -8,8 +8,12 @@ import torch
 import torch.distributed as dist
 from process_group import run_group
 
-from softtopk import METHODS, topk_cross_entropy
-from softtopk.distributed import count_bytes, vocab_parallel_topk_cross_entropy
+from softtopk import METHODS, linear_topk_cross_entropy, topk_cross_entropy
+from softtopk.distributed import (
+    count_bytes,
+    vocab_parallel_linear_topk_cross_entropy,
+    vocab_parallel_topk_cross_entropy,
+)
 
 P_K = [0.5, 0, 0, 0, 0.5]
 
@@ -125,3 +129,50 @@ def _errors(rank: int, world: int) -> int:
 
 def test_bad_input_fails_on_every_rank():
     assert run_group(2, _errors) == [0, 0]
+
+
+HEAD_CASES = [
+    dict(method="splitter_selection", m=8, label_smoothing=0.1, weighted=True, ignored=True),
+    dict(method="softmax", p_k=[1.0], reduction="sum"),
+    dict(method="neuralsort", m=6, p_k=[0.25, 0.75], reduction="none"),
+]
+
+
+def _compare_heads(rank: int, world: int, blocks: tuple[int, ...]) -> int:
+    """The sharded head against the whole fused head: loss, input gradient (summed over the ranks),
+    and this rank's block of the weight and bias gradients."""
+    offset, width = sum(blocks[:rank]), blocks[rank]
+    for seed, case in enumerate(HEAD_CASES):
+        settings = dict(case)
+        p_k = settings.pop("p_k", P_K)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(11, 5, generator=g, dtype=torch.float64)
+        weight = torch.randn(sum(blocks), 5, generator=g, dtype=torch.float64)
+        bias = torch.randn(sum(blocks), generator=g, dtype=torch.float64)
+        target = torch.randint(0, sum(blocks), (11,), generator=g)
+        if settings.pop("ignored", False):
+            target[::3] = -100
+        if settings.pop("weighted", False):
+            settings["class_weight"] = torch.rand(sum(blocks), generator=g, dtype=torch.float64) + 0.5
+        per_row = settings.get("reduction") == "none"
+        outer = torch.rand(11, generator=g, dtype=torch.float64) if per_row else 3.0
+        whole = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        expected = linear_topk_cross_entropy(whole[0], whole[1], target, p_k, whole[2], chunk_size=4,
+                                             **settings)
+        (expected * outer).sum().backward()
+        mine = [x.clone().requires_grad_(), weight[offset : offset + width].clone().requires_grad_(),
+                bias[offset : offset + width].clone().requires_grad_()]
+        ours = vocab_parallel_linear_topk_cross_entropy(mine[0], mine[1], target, p_k, mine[2], chunk_size=4,
+                                                        **settings)
+        (ours * outer).sum().backward()
+        context = f"case {case}"
+        torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12, msg=context)
+        torch.testing.assert_close(mine[0].grad, whole[0].grad, rtol=1e-10, atol=1e-12, msg=context)
+        for ours_grad, whole_grad in zip(mine[1:], whole[1:], strict=True):
+            torch.testing.assert_close(ours_grad.grad, whole_grad.grad[offset : offset + width], rtol=1e-10,
+                                       atol=1e-12, msg=context)
+    return len(HEAD_CASES)
+
+
+def test_the_sharded_head_equals_the_whole_fused_head():
+    assert run_group(3, _compare_heads, (9, 14, 6)) == [len(HEAD_CASES)] * 3

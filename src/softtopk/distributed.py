@@ -23,6 +23,14 @@ import torch.distributed as dist
 
 from ._checks import check_choice, check_int, check_scores, eager_cpu
 from ._conventions import check_ignore_index, check_reduction, check_weight, reduce
+from .linear_loss import (
+    CHUNK_ELEMENTS,
+    ChunkedHeadLoss,
+    check_chunk_size,
+    check_head,
+    flatten_target,
+    mean_count,
+)
 from .losses import LOSS_METHODS, METHOD, topk_cross_entropy
 from .targets import index_targets
 
@@ -66,21 +74,20 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _LAYOUTS: dict[tuple, tuple[int, int]] = {}
 
 
-def _block(local_input: Tensor, group) -> tuple[int, int]:
-    """(offset of this rank's first class, number of classes C) after checking that the ranks agree
-    on N and on the dtype. Exchanged on every call on the CPU; on a device, once per shape and dtype
-    (the exchange reads its result back on the host)."""
-    rows, width = local_input.shape
-    key = (group, rows, width, local_input.dtype, local_input.device)
-    if not eager_cpu(local_input) and key in _LAYOUTS:
+def _block(like: Tensor, rows: int, width: int, group) -> tuple[int, int]:
+    """(offset of this rank's first class, number of classes C) of a block of `width` classes, after
+    checking that the ranks agree on the number of rows and on `like`'s dtype. Exchanged on every call
+    on the CPU; on a device, once per shape and dtype (the exchange reads its result back on the host)."""
+    key = (group, rows, width, like.dtype, like.device)
+    if not eager_cpu(like) and key in _LAYOUTS:
         return _LAYOUTS[key]
-    header = torch.tensor([rows, width, _DTYPES.index(local_input.dtype)], device=local_input.device)
+    header = torch.tensor([rows, width, _DTYPES.index(like.dtype)], device=like.device)
     everyone = _all_gather(header, group).tolist()
     if len({r[0] for r in everyone}) > 1:
-        raise ValueError(f"local_input must have the same number of rows N on every rank, got "
+        raise ValueError(f"the input must have the same number of rows N on every rank, got "
                          f"{[r[0] for r in everyone]} (ranks in order)")
     if len({r[2] for r in everyone}) > 1:
-        raise ValueError(f"local_input must have the same dtype on every rank, got "
+        raise ValueError(f"the input must have the same dtype on every rank, got "
                          f"{[str(_DTYPES[r[2]]) for r in everyone]} (ranks in order)")
     widths = [r[1] for r in everyone]
     rank = dist.get_rank(group)
@@ -219,7 +226,7 @@ def vocab_parallel_topk_cross_entropy(
     if method != "softmax":
         check_int(m, "m", low=2)
     group = group or dist.group.WORLD
-    offset, classes = _block(local_input, group)
+    offset, classes = _block(local_input, *local_input.shape, group)
     if method != "softmax" and m >= classes:
         raise ValueError(f"m must be smaller than the number of classes C = {classes}, got m = {m} (with "
                          f"m >= C every class is ranked in its own order, which the sharded loss cannot see)")
@@ -254,3 +261,77 @@ def _smoothing_term(scores: Tensor, weight: Tensor | None, offset: int, classes:
     w = weight.to(scores.dtype)
     local = w[offset : offset + scores.shape[1]]
     return (lse * w.sum() - _Summed.apply(scores @ local, group)) / classes
+
+
+class _SummedGradient(torch.autograd.Function):
+    """The identity, whose backward sums the gradient over the ranks: the input of a class-sharded
+    head reaches every rank's block, so its gradient is the sum of the blocks' (Megatron's convention)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, group) -> Tensor:
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _all_reduce(grad.contiguous(), dist.ReduceOp.SUM, ctx.group), None
+
+
+def vocab_parallel_linear_topk_cross_entropy(
+    input: Tensor,
+    local_weight: Tensor,
+    target: Tensor,
+    p_k: Sequence[float] | Tensor,
+    local_bias: Tensor | None = None,
+    *,
+    group: dist.ProcessGroup | None = None,
+    chunk_size: int | None = None,
+    class_weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    **kwargs: object,
+) -> Tensor:
+    """`vocab_parallel_topk_cross_entropy(F.linear(input, local_weight, local_bias), ...)` in row chunks,
+    without the logits: the class-sharded form of `linear_topk_cross_entropy`.
+
+    Args:
+        input: hidden states `[..., H]`, the same on every rank (N rows in all).
+        local_weight: `[C_r, H]`, this rank's contiguous block of the head's rows, in rank order;
+            local_bias: `[C_r]`.
+        target: class indices `[...]` of all C classes, the same on every rank.
+        chunk_size: rows at a time, the same on every rank (default: from C and the number of ranks).
+        class_weight: per-class weights `[C]` of all classes; p_k and the other keywords as in
+            `vocab_parallel_topk_cross_entropy` (`m` is required for a relaxation).
+
+    Returns the loss of the whole head, the same on every rank. Its backward gives each rank the
+    gradient of its own weight and bias block and, for `input`, the gradient summed over the ranks (as
+    Megatron's and Cut Cross-Entropy's vocab-parallel heads do): every rank holds the full gradient of
+    its replicated input.
+    """
+    check_head(input, local_weight, local_bias)
+    chunk_size = check_chunk_size(chunk_size)
+    check_reduction(reduction)
+    check_ignore_index(ignore_index)
+    group = group or dist.group.WORLD
+    batch_shape = tuple(input.shape[:-1])
+    flat_target = flatten_target(target, batch_shape, local_weight.shape[0])
+    if flat_target.dim() != 1:
+        raise TypeError("target must hold class indices: the sharded loss takes no dense targets")
+    x = input.reshape(-1, input.shape[-1])
+    _, classes = _block(x, x.shape[0], local_weight.shape[0], group)
+    check_weight(class_weight, classes)
+    chunk = chunk_size or max(1, CHUNK_ELEMENTS * dist.get_world_size(group) // classes)
+
+    def loss(logits: Tensor, rows: Tensor) -> Tensor:
+        return vocab_parallel_topk_cross_entropy(
+            logits, rows, p_k, group=group, weight=class_weight, ignore_index=ignore_index,
+            reduction="sum" if reduction == "mean" else reduction, **kwargs)
+
+    def count() -> Tensor:
+        dtype = torch.float64 if local_weight.dtype == torch.float64 else torch.float32
+        return mean_count(flat_target, classes, class_weight, ignore_index, dtype)
+
+    shared = _SummedGradient.apply(x, group) if x.requires_grad else x
+    out = ChunkedHeadLoss.apply(shared, local_weight, local_bias, flat_target, chunk, loss, reduction,
+                                        count, torch.is_grad_enabled())
+    return out.reshape(batch_shape) if reduction == "none" else out

@@ -28,7 +28,7 @@ Tensor = torch.Tensor
 CHUNK_ELEMENTS = 2**23  # default chunk: at most this many logits (32 MiB in float32), at least one row
 
 
-def _check_head(input: object, weight: object, bias: object) -> None:
+def check_head(input: object, weight: object, bias: object) -> None:
     check_scores(input, "input")
     if not isinstance(weight, Tensor) or not weight.is_floating_point():
         raise TypeError(f"weight must be a floating-point tensor [C, H], got {type(weight).__name__}")
@@ -56,7 +56,7 @@ def check_chunk_size(chunk_size: object) -> int | None:
     return chunk_size
 
 
-def _flat_target(target: object, batch_shape: tuple[int, ...], classes: int) -> Tensor:
+def flatten_target(target: object, batch_shape: tuple[int, ...], classes: int) -> Tensor:
     """Class indices `[...]` -> `[N]`; probabilities or booleans `[..., C]` -> `[N, C]`."""
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
@@ -69,7 +69,7 @@ def _flat_target(target: object, batch_shape: tuple[int, ...], classes: int) -> 
     return target.reshape(-1, classes) if dense else target.reshape(-1)
 
 
-def _mean_count(target: Tensor, classes: int, class_weight: Tensor | None, ignore_index: int,
+def mean_count(target: Tensor, classes: int, class_weight: Tensor | None, ignore_index: int,
                 dtype: torch.dtype) -> Tensor:
     """The denominator of 'mean' for the whole batch, as the loss counts it: the summed class weights
     of the index targets that are not ignored; the number of rows of probability targets; the summed
@@ -158,7 +158,7 @@ def _chunk_pass(head: _Head, target: Tensor, chunk: int, loss: Any, amp: torch.d
     return values
 
 
-class _LinearTopKCrossEntropy(torch.autograd.Function):
+class ChunkedHeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, chunk: int,
                 loss: Any, reduction: str, count: Any, grad_enabled: bool) -> Tensor:
@@ -231,14 +231,14 @@ def linear_topk_cross_entropy(
     computed in the forward pass (for 'mean' and 'sum'; 'none' recomputes them in the backward pass)
     and can be back-propagated once. Under torch.compile the call runs eagerly, as a graph break.
     """
-    _check_head(input, weight, bias)
+    check_head(input, weight, bias)
     chunk_size = check_chunk_size(chunk_size)
     check_reduction(reduction)
     check_ignore_index(ignore_index)
     classes = weight.shape[0]
     check_weight(class_weight, classes)
     batch_shape = tuple(input.shape[:-1])
-    flat_target = _flat_target(target, batch_shape, classes)
+    flat_target = flatten_target(target, batch_shape, classes)
     x = input.reshape(-1, input.shape[-1])
     chunk = chunk_size or max(1, CHUNK_ELEMENTS // classes)
 
@@ -248,9 +248,9 @@ def linear_topk_cross_entropy(
 
     def count() -> Tensor:
         dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
-        return _mean_count(flat_target, classes, class_weight, ignore_index, dtype)
+        return mean_count(flat_target, classes, class_weight, ignore_index, dtype)
 
-    out = _LinearTopKCrossEntropy.apply(x, weight, bias, flat_target, chunk, loss, reduction, count,
+    out = ChunkedHeadLoss.apply(x, weight, bias, flat_target, chunk, loss, reduction, count,
                                         torch.is_grad_enabled())
     return out.reshape(batch_shape) if reduction == "none" else out
 
