@@ -55,12 +55,12 @@ def _method(method: object, inverse_temperature: float, options: dict[str, objec
     return relaxation, beta, {name: full[name] for name in relaxation.options}
 
 
-def _rows(x: object, dim: object) -> tuple[Tensor, int]:
-    """x validated, with `dim` moved last, and `dim` in [0, x.dim())."""
+def _rows(x: object, dim: object, name: str = "x") -> tuple[Tensor, int]:
+    """x (the argument `name`) validated, with `dim` moved last, and `dim` in [0, x.dim())."""
     if isinstance(x, Tensor) and x.dim() > 0:
         dim = _check_dim(dim, x.dim())
         x = x.movedim(dim, -1)
-    return check_scores(x, "x"), dim  # type: ignore[return-value]
+    return check_scores(x, name), dim  # type: ignore[return-value]
 
 
 def _along(x: Tensor, dim: int, rows_fn) -> Tensor:
@@ -134,9 +134,9 @@ def soft_rank(x: Tensor, *, method: str, inverse_temperature: float = 1.0, dim: 
     return _along(x, dim, ranks)
 
 
-def soft_sort(x: Tensor, method: str = "bitonic", inverse_temperature: float = 1.0,
+def soft_sort(scores: Tensor, method: str = "bitonic", inverse_temperature: float = 1.0,
               distribution: str = "cauchy", art_lambda: float = 0.25, *, dim: int = -1) -> Tensor:
-    """Relaxed sorted values along `dim`, descending.  `[..., n, ...] -> [..., n, ...]`
+    """Relaxed sorted values of `scores` along `dim`, descending.  `[..., n, ...] -> [..., n, ...]`
 
     The sorting networks sort their own relaxed values (each comparator mixes the values of its two
     wires); every other method gives sum_i P[i, r] x_i of its full rank matrix. `distribution` and
@@ -147,12 +147,11 @@ def soft_sort(x: Tensor, method: str = "bitonic", inverse_temperature: float = 1
     network = RELAXATIONS[method].family == "sorting network"
     options = {"distribution": distribution, "art_lambda": art_lambda} if network else {}
     relaxation, beta, options = _method(method, inverse_temperature, options)
-    x, dim = _rows(x, dim)
+    x, dim = _rows(scores, dim, "scores")
 
     def values(rows: Tensor) -> Tensor:
         if network:
-            return networks.sorted_values(rows, method, beta, options["distribution"],
-                                                 options["art_lambda"])
+            return networks.sorted_values(rows, method, beta, options["distribution"], options["art_lambda"])
         n = rows.shape[-1]
         real = rows > -math.inf
         p = relaxation.rank_matrix(rows, n, beta, **options)
