@@ -134,7 +134,7 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["finetune", "--mixup", ".2"], "unrecognized arguments: --mixup"),
     (["finetune", "--width", "4"], "unrecognized arguments: --width"),
     (["finetune", "--lr", "-1"], "argument --lr: must be > 0, got -1"),
-    (["finetune", "--label-smoothing", "1.5"], "--label-smoothing must lie in [0, 1.0], got 1.5"),
+    (["finetune", "--label-smoothing", "1.5"], "--label-smoothing must lie in [0, 1], got 1.5"),
     (["finetune", "--val-size", "0"], "argument --val-size: must be a fraction in (0, 1) or a whole count"),
     (["finetune", "--val-size", "-0.2"], "argument --val-size: must be a fraction in (0, 1)"),
     (["finetune", "--val-size", "1.5"], "argument --val-size: must be a fraction in (0, 1) or a whole count"),

@@ -106,7 +106,7 @@ class _Thresholds(torch.autograd.Function):
         shift = torch.where(shift > -math.inf, shift, 0.0)
         tail_sum = (grad_t * torch.exp(exponent - shift)).sum(-1, keepdim=True)
         # Below every threshold, x + shift <= 0; the top items are overwritten.
-        grad_x = torch.add(x, shift).exp_().mul_(tail_sum)
+        grad_x = torch.add(x, shift).clamp_(max=0.0).exp_().mul_(tail_sum)
         grad_x.scatter_(-1, top_index, top_grad)
         if index is None:
             return grad_x + grad_items, None, None, None
