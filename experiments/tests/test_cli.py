@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,10 +132,12 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["train", "--method", "smooth_topk", "--p-k", "0,1", "--mixup", ".2"],
      "--mixup does not apply to --method smooth_topk (it is a setting of softmax and the relaxations)"),
     (["train", "--method", "smooth_topk", "--p-k", "0,1", "--cutmix", "1"], "--cutmix does not apply to"),
-    (["finetune", "--mixup", ".2"], "unrecognized arguments: --mixup"),
+    (["finetune", "--mixup", ".2"],
+     "unrecognized arguments: --mixup .2; --mixup is an option of train, not of finetune"),
+    (["demo", "--width=4"], "--width is an option of train, not of demo"),
     (["finetune", "--width", "4"], "unrecognized arguments: --width"),
     (["finetune", "--lr", "-1"], "argument --lr: must be > 0, got -1"),
-    (["finetune", "--label-smoothing", "1.5"], "--label-smoothing must lie in [0, 1.0], got 1.5"),
+    (["finetune", "--label-smoothing", "1.5"], "--label-smoothing must lie in [0, 1"),
     (["finetune", "--val-size", "0"], "argument --val-size: must be a fraction in (0, 1) or a whole count"),
     (["finetune", "--val-size", "-0.2"], "argument --val-size: must be a fraction in (0, 1)"),
     (["finetune", "--val-size", "1.5"], "argument --val-size: must be a fraction in (0, 1) or a whole count"),
@@ -168,6 +171,18 @@ def test_run_folders_that_are_refused(tiny_data, tmp_path, command, make, resume
     before = _tree(tmp_path)
     fails([*command, "--epochs", "1", "--out", str(out), *(["--resume"] if resume else [])], message)
     assert _tree(tmp_path) == before
+
+
+def test_a_data_name_that_is_neither_a_data_set_nor_a_file_lists_the_data_sets(tmp_path, fails):
+    fails(["finetune", "--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "run")],
+          "imagenet is neither a data set of finetune (wordnet, languages, gcide or gcide_minilm) nor an "
+          "existing embedding file")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+def test_a_run_folder_that_passes_the_checks_but_cannot_be_made_exits_2(tiny_data, fails):
+    fails(["finetune", "--epochs", "1", "--out", "/proc/x"], "--out /proc/x cannot be created or written")
 
 
 def test_a_run_folder_in_use_is_refused_and_a_stale_lock_taken_over(tiny_data, tmp_path, capsys, fails):
@@ -252,7 +267,7 @@ class _Exploit:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "does not exist"),
+    (None, "is neither a data set of finetune"),
     (b"not an archive", "is not a readable .npz/.pt embedding file"),
     ("exploit", "is not a readable .npz/.pt embedding file (it holds Python objects"),
     ({"embeddings": torch.zeros(3, 2)}, "must hold the arrays train_embeddings"),

@@ -27,6 +27,7 @@ from softtopk_experiments.settings.losses import METHODS
 from softtopk_experiments.settings.options import (
     BY_NAME,
     GROUPS,
+    OPTIONS,
     PROTOCOLS,
     Option,
     check_value,
@@ -340,6 +341,15 @@ def _plan(args: argparse.Namespace, protocol: str, spec: dict, out: Path, kind: 
     return job
 
 
+def _elsewhere(command: str, unknown: Sequence[str]) -> str:
+    """'; --mixup is an option of train, not of finetune' for the flags among `unknown` that another
+    command takes."""
+    takers = {flag: o.protocols for o in OPTIONS for flag in flags(o.name) if command not in o.protocols}
+    notes = [f"{flag} is an option of {' and '.join(takers[flag])}, not of {command}"
+             for flag in dict.fromkeys(text.split("=")[0] for text in unknown) if flag in takers]
+    return "".join(f"; {note}" for note in notes)
+
+
 def _missing_dependencies() -> list[str]:
     """The dependencies of softtopk-experiments that are not installed (per its metadata)."""
     from importlib import metadata
@@ -368,7 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"softtopk: error: the command line needs {', '.join(missing)} (dependencies of "
               f"{DISTRIBUTION}); install them with: pip install {' '.join(missing)}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{_elsewhere(args.command, unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         job = args.setup(args)
