@@ -96,7 +96,7 @@ def _positive_int(text: str) -> int:
 
 def _table_driven(protocol: str) -> set[str]:
     """Options whose default comes from the paper's table or a data set (shown in the epilog)."""
-    names = {"lr"}
+    names = {"lr", "patience"}
     for setting in PAPER.values():
         if setting.protocol == protocol:
             names |= set(setting.run) | {key for values in setting.methods.values() for key in values}

@@ -21,7 +21,7 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
          2.048, 2.045, 2.042)
 """Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond)."""
-NOT_SETTINGS = ("seed", *TABLE_METRICS, "best_epoch", "still_improving")
+NOT_SETTINGS = ("seed", *TABLE_METRICS, "last_epoch", "stopped", "best_epoch", "still_improving")
 
 
 def legend(table: str) -> str:

@@ -37,6 +37,36 @@ def _pick(row: dict) -> dict:
     return {"epoch": row["epoch"], "step": row["step"]}
 
 
+def _selected_by(config, history: Sequence[dict]) -> list[str]:
+    """The history keys the run selects by: 'score', or the validation top-1 and top-5 (per-metric)."""
+    if config.select == "score":
+        return ["score"]
+    ks = logged_ks(history[0])
+    return [on("val", metric) for metric in TABLE_METRICS if k_of(metric) in ks]
+
+
+def converged(config, history: Sequence[dict]) -> bool:
+    """Whether the run stops by `config.patience`: none of the metrics it selects by has improved in
+    the last `patience` epochs (never with patience 0 or None)."""
+    if not config.patience or not history:
+        return False
+    best = max(best_row(history, key)["epoch"] for key in _selected_by(config, history))
+    return history[-1]["epoch"] - best >= config.patience
+
+
+def stopping(config, history: Sequence[dict]) -> dict:
+    """Why the run ended: `{"reason": "converged" | "cap" | "schedule", "epoch": e, "text": ...}`."""
+    epoch = history[-1]["epoch"]
+    if converged(config, history):
+        reason, text = "converged", (f"converged at epoch {epoch}: no better validation evaluation in its "
+                                     f"last {config.patience} epochs")
+    elif config.patience:
+        reason, text = "cap", f"cap reached: {epoch} epochs, improving within the last {config.patience}"
+    else:
+        reason, text = "schedule", f"the fixed schedule of {epoch} epochs"
+    return {"reason": reason, "epoch": epoch, "text": text}
+
+
 def summarize(config, history: Sequence[dict], val_count: int) -> dict:
     """The result of a run with `config` (a RunConfig) from its evaluation rows."""
     ks = logged_ks(history[0])
@@ -61,6 +91,7 @@ def summarize(config, history: Sequence[dict], val_count: int) -> dict:
         "score": {"weights": {topk(k): w for k, w in selection_weights(config.p_k).items()},
                   **_pick(by_score), "test": {topk(k): by_score[on("test", topk(k))] for k in ks}},
         "still_improving": [metric for metric in watched if rows[metric] is last],
+        "stopped": stopping(config, history),
         "seconds": sum(row["seconds"] for row in history),
     }
 
