@@ -128,17 +128,19 @@ def test_one_plain_line_per_epoch_when_stderr_is_a_log(tmp_path):
     lines = log.getvalue().splitlines()
     assert len(lines) == 3 and "\r" not in log.getvalue()
     assert lines[0].startswith("[run] epoch 1/2: train loss ") and "val top-1 " in lines[0]
-    assert lines[2] == "[run] cap reached: 2 epochs, improving within the last 5"  # the data's default
+    assert lines[2] == "[run] cap reached: 2 epochs, still improving over 5-epoch windows"  # the default
 
 
 def _stops(history: list[dict], patience: int) -> int:
     """The epoch a run with `patience` stops at, from a fixed-schedule run's evaluations: the first
-    epoch after which neither validation top-1 nor top-5 has improved on its best in `patience` epochs."""
-    for epoch in range(1, history[-1]["epoch"] + 1):
-        seen = [row for row in history if row["epoch"] <= epoch]
-        best = max(max(enumerate(seen), key=lambda r, key=key: (r[1][key], -r[0]))[1]["epoch"]
-                   for key in ("val_top1", "val_top5"))
-        if epoch - best >= patience:
+    epoch e >= 2 patience at which neither validation top-1 nor top-5 is higher in epochs
+    (e - patience, e] than in (e - 2 patience, e - patience]."""
+    def best(key, low, high):
+        return max(row[key] for row in history if low < row["epoch"] <= high)
+
+    for epoch in range(2 * patience, history[-1]["epoch"] + 1):
+        if all(best(key, epoch - patience, epoch) <= best(key, epoch - 2 * patience, epoch - patience)
+               for key in ("val_top1", "val_top5")):
             return epoch
     return history[-1]["epoch"]
 
@@ -152,7 +154,8 @@ def test_patience_stops_a_run_when_its_selection_metrics_stop_improving_and_resu
     stopped = Trainer(_config(epochs=40, patience=2, lr=0.05), _features(), stopped_out, progress=False).run()
     assert stopped["epochs"] == expected and stopped["stopped"] == {
         "reason": "converged", "epoch": expected,
-        "text": f"converged at epoch {expected}: no better validation evaluation in its last 2 epochs"}
+        "text": f"converged at epoch {expected}: its last 2 epochs were no better on validation than the 2 "
+                "before"}
     assert not stopped["still_improving"]
     assert _log(stopped_out) == [row for row in _log(fixed_out) if row["epoch"] <= expected]
     # killed after some epoch before the stop: the resumed run stops at the same epoch, same numbers

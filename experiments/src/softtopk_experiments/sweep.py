@@ -49,7 +49,14 @@ from softtopk_experiments.results.names import (
     SWEEP,
     TABLE_METRICS,
 )
-from softtopk_experiments.results.report import legend, markdown_table, plot_bars, plot_curves, write_csv
+from softtopk_experiments.results.report import (
+    legend,
+    markdown_table,
+    plot_bars,
+    plot_curves,
+    verdict,
+    write_csv,
+)
 from softtopk_experiments.results.run_folder import check_same_run, read_stored
 from softtopk_experiments.results.summary import ADVICE, still_improving_warning
 from softtopk_experiments.settings.losses import display_name, format_p_k
@@ -257,7 +264,8 @@ def write_report(out: Path, runs: Sequence[tuple[Path, RunConfig]]) -> tuple[str
             warnings.append(warning)
             improving.setdefault(label, []).append(config.seed)
     table = markdown_table(rows)
-    text = table + "\n" + legend(table) + "\n"
+    line = verdict(rows)
+    text = table + (f"\n{line}\n" if line else "") + "\n" + legend(table) + "\n"
     if improving:
         listed = "; ".join(f"{label} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
                            for label, seeds in improving.items())

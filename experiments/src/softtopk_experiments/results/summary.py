@@ -46,22 +46,29 @@ def _selected_by(config, history: Sequence[dict]) -> list[str]:
 
 
 def converged(config, history: Sequence[dict]) -> bool:
-    """Whether the run stops by `config.patience`: none of the metrics it selects by has improved in
-    the last `patience` epochs (never with patience 0 or None)."""
-    if not config.patience or not history:
+    """Whether the run stops by `config.patience` E (never with 0 or None): for each metric it selects
+    by, the best of the last E epochs' evaluations is no better than the best of the E epochs before
+    them. A window, not the best so far: a run that climbs back from an early peak (NeuralSort's
+    top-1 after its first epoch) is still improving."""
+    patience = config.patience
+    if not patience or not history or history[-1]["epoch"] < 2 * patience:
         return False
-    best = max(best_row(history, key)["epoch"] for key in _selected_by(config, history))
-    return history[-1]["epoch"] - best >= config.patience
+    last = history[-1]["epoch"]
+    recent = [row for row in history if row["epoch"] > last - patience]
+    before = [row for row in history if last - 2 * patience < row["epoch"] <= last - patience]
+    return all(max(row[key] for row in recent) <= max(row[key] for row in before)
+               for key in _selected_by(config, history))
 
 
 def stopping(config, history: Sequence[dict]) -> dict:
     """Why the run ended: `{"reason": "converged" | "cap" | "schedule", "epoch": e, "text": ...}`."""
     epoch = history[-1]["epoch"]
     if converged(config, history):
-        reason, text = "converged", (f"converged at epoch {epoch}: no better validation evaluation in its "
-                                     f"last {config.patience} epochs")
+        reason, text = "converged", (f"converged at epoch {epoch}: its last {config.patience} epochs were no "
+                                     f"better on validation than the {config.patience} before")
     elif config.patience:
-        reason, text = "cap", f"cap reached: {epoch} epochs, improving within the last {config.patience}"
+        reason, text = "cap", (f"cap reached: {epoch} epochs, still improving over {config.patience}-epoch "
+                               f"windows")
     else:
         reason, text = "schedule", f"the fixed schedule of {epoch} epochs"
     return {"reason": reason, "epoch": epoch, "text": text}

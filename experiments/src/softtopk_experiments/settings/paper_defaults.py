@@ -36,7 +36,8 @@ embedding file with at least 1,000,000 training samples is taken as the paper's 
 The convergence rule. The paper's data keep its fixed schedule. On other data a fixed epoch count
 compares methods before they converge (at 20 epochs most WordNet runs are still improving, and the
 relaxations gain up to 28 points of top-1 from 20 to 60 epochs while softmax hardly moves), so there
-a run stops once its selection metrics have not improved for `patience` 5 epochs, with the epochs
+a run stops once the last `patience` 5 epochs brought no better selection metric than the 5 before
+them (`summary.converged`), with the epochs
 as a cap: 100 (a data set's own `epochs`, such as the CPU-sized image sets' 20, stays the cap).
 """
 
