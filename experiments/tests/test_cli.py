@@ -67,6 +67,22 @@ def test_finetune_writes_a_complete_run_folder(tiny_data, tmp_path, capsys, fail
     assert (_tree(out), (out / "config.json").read_text()) == before
 
 
+@pytest.mark.parametrize("patience", ["0", "none"])
+def test_patience_flag_and_the_summary_says_why_the_run_stopped(tiny_data, tmp_path, capsys, patience):
+    converging, fixed = tmp_path / "converging", tmp_path / "fixed"
+    assert main(["finetune", "--epochs", "60", "--lr", "0.05", "--patience", "2", "--out", str(converging),
+                 "--no-progress"]) == 0
+    summary = json.loads((converging / "summary.json").read_text())
+    config = json.loads((converging / "config.json").read_text())["config"]
+    assert config["settings"]["patience"] == 2 and config["sources"]["patience"] == "given"
+    assert summary["stopped"]["reason"] == "converged" and summary["epochs"] < 60
+    assert summary["stopped"]["text"].startswith(f"converged at epoch {summary['epochs']}: its last 2 epochs")
+    assert main(["finetune", "--epochs", "3", "--patience", patience, "--out", str(fixed),
+                 "--no-progress"]) == 0
+    assert json.loads((fixed / "summary.json").read_text())["stopped"] == {
+        "reason": "schedule", "epoch": 3, "text": "the fixed schedule of 3 epochs"}
+
+
 def test_one_plain_line_per_epoch_when_stderr_is_not_a_terminal(tiny_data, tmp_path, capsys):
     assert main(["finetune", "--epochs", "3", "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
@@ -150,6 +166,7 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["train", "--data", "cifar100"], "--data cifar100 needs --data-dir"),
     (["finetune", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     (["finetune", "--threads", "0"], "argument --threads: must be a whole number >= 1, got '0'"),
+    (["finetune", "--patience", "-1"], "argument --patience: must be >= 0, got -1"),
     (["finetune", "--resume"], "--resume needs --out"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_data, tmp_path, argv, message, fails):

@@ -106,6 +106,11 @@ def test_demo_runs_the_shipped_grid_to_convergence_and_says_what_its_table_shows
         label = " ".join(cell.strip() for cell in row.strip("| ").split(" | ")[:2])
         tied = row.count("(noise)") == 2
         assert (label in summary.split("within noise of it on both: ")[1]) == tied, (label, summary)
+    # resumed, every converged run counts as finished, though it stopped before the cap
+    table = (tmp_path / "demo" / "results.md").read_text()
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress", "--resume"]) == 0
+    assert "12 of 12 runs finished" in capsys.readouterr().err
+    assert (tmp_path / "demo" / "results.md").read_text() == table
 
 
 @pytest.mark.parametrize(("text", "message"), [
