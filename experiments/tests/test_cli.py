@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,6 +65,22 @@ def test_finetune_writes_a_complete_run_folder(tiny_data, tmp_path, capsys, fail
     fails([*argv, "--resume", "--seed", "1"], "was started with a different configuration (settings.seed: 0")
     fails([*argv, "--resume"], "--epochs 2 is less than the 3 epochs")
     assert (_tree(out), (out / "config.json").read_text()) == before
+
+
+@pytest.mark.parametrize("patience", ["0", "none"])
+def test_patience_flag_and_the_summary_says_why_the_run_stopped(tiny_data, tmp_path, capsys, patience):
+    converging, fixed = tmp_path / "converging", tmp_path / "fixed"
+    assert main(["finetune", "--epochs", "60", "--lr", "0.05", "--patience", "2", "--out", str(converging),
+                 "--no-progress"]) == 0
+    summary = json.loads((converging / "summary.json").read_text())
+    config = json.loads((converging / "config.json").read_text())["config"]
+    assert config["settings"]["patience"] == 2 and config["sources"]["patience"] == "given"
+    assert summary["stopped"]["reason"] == "converged" and summary["epochs"] < 60
+    assert summary["stopped"]["text"].startswith(f"converged at epoch {summary['epochs']}: its last 2 epochs")
+    assert main(["finetune", "--epochs", "3", "--patience", patience, "--out", str(fixed),
+                 "--no-progress"]) == 0
+    assert json.loads((fixed / "summary.json").read_text())["stopped"] == {
+        "reason": "schedule", "epoch": 3, "text": "the fixed schedule of 3 epochs"}
 
 
 def test_one_plain_line_per_epoch_when_stderr_is_not_a_terminal(tiny_data, tmp_path, capsys):
@@ -131,7 +148,9 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["train", "--method", "smooth_topk", "--p-k", "0,1", "--mixup", ".2"],
      "--mixup does not apply to --method smooth_topk (it is a setting of softmax and the relaxations)"),
     (["train", "--method", "smooth_topk", "--p-k", "0,1", "--cutmix", "1"], "--cutmix does not apply to"),
-    (["finetune", "--mixup", ".2"], "unrecognized arguments: --mixup"),
+    (["finetune", "--mixup", ".2"],
+     "unrecognized arguments: --mixup .2; --mixup is an option of train, not of finetune"),
+    (["demo", "--width=4"], "--width is an option of train, not of demo"),
     (["finetune", "--width", "4"], "unrecognized arguments: --width"),
     (["finetune", "--lr", "-1"], "argument --lr: must be > 0, got -1"),
     (["finetune", "--label-smoothing", "1.5"], "--label-smoothing must lie in [0, 1], got 1.5"),
@@ -147,6 +166,7 @@ def test_train_on_tiny_images_with_label_smoothing_and_mixup(tiny_data, tmp_path
     (["train", "--data", "cifar100"], "--data cifar100 needs --data-dir"),
     (["finetune", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
     (["finetune", "--threads", "0"], "argument --threads: must be a whole number >= 1, got '0'"),
+    (["finetune", "--patience", "-1"], "argument --patience: must be >= 0, got -1"),
     (["finetune", "--resume"], "--resume needs --out"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tiny_data, tmp_path, argv, message, fails):
@@ -168,6 +188,18 @@ def test_run_folders_that_are_refused(tiny_data, tmp_path, command, make, resume
     before = _tree(tmp_path)
     fails([*command, "--epochs", "1", "--out", str(out), *(["--resume"] if resume else [])], message)
     assert _tree(tmp_path) == before
+
+
+def test_a_data_name_that_is_neither_a_data_set_nor_a_file_lists_the_data_sets(tmp_path, fails):
+    fails(["finetune", "--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "run")],
+          "imagenet is neither a data set of finetune (wordnet, languages, gcide or gcide_minilm) nor an "
+          "existing embedding file")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux's /proc")
+def test_a_run_folder_that_passes_the_checks_but_cannot_be_made_exits_2(tiny_data, fails):
+    fails(["finetune", "--epochs", "1", "--out", "/proc/x"], "--out /proc/x cannot be created or written")
 
 
 def test_a_run_folder_in_use_is_refused_and_a_stale_lock_taken_over(tiny_data, tmp_path, capsys, fails):
@@ -252,7 +284,7 @@ class _Exploit:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "does not exist"),
+    (None, "is neither a data set of finetune"),
     (b"not an archive", "is not a readable .npz/.pt embedding file"),
     ("exploit", "is not a readable .npz/.pt embedding file (it holds Python objects"),
     ({"embeddings": torch.zeros(3, 2)}, "must hold the arrays train_embeddings"),

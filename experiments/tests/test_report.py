@@ -12,6 +12,7 @@ from softtopk_experiments.results.report import (
     plot_bars,
     plot_curves,
     setting_groups,
+    verdict,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -51,6 +52,22 @@ def test_paired_differences_say_which_are_within_noise():
     assert rows[4].split(" | ")[-3:-1] == ["–", "–"]  # nothing to pair with
     assert "(noise)" in legend("\n".join(rows)) and "mean ± sd (min–max)" in legend("\n".join(rows))
     assert "Δ" not in legend(markdown_table(clear))
+
+
+def test_the_verdict_line_names_what_beats_ties_and_falls_below_softmax_beyond_noise():
+    softmax = _runs("Softmax", "[1]", (0.60, 0.62, 0.61), (0.80, 0.81, 0.82))
+    better = _runs("Bitonic DSN", "[.5]", (0.65, 0.67, 0.66), (0.80, 0.83, 0.81))  # top-1 +5, top-5 noise
+    worse = _runs("SoftSort", "[.5]", (0.50, 0.53, 0.51), (0.70, 0.70, 0.71))  # both lower
+    tied = _runs("LapSum", "[.5]", (0.61, 0.61, 0.62), (0.81, 0.80, 0.82))
+    stopped = [{**run, "stopped": reason} for run, reason in zip(
+        softmax + better + worse + tied, ["converged"] * 11 + ["cap"], strict=True)]
+    assert verdict(stopped) == (
+        "Beat softmax beyond noise on top-1: Bitonic DSN [.5]; beat softmax beyond noise on top-5: none; "
+        "below it on top-1: SoftSort [.5]; below it on top-5: SoftSort [.5]; within noise of it on both: "
+        "LapSum [.5] (11 of 12 runs converged, 1 stopped at the epoch cap).")
+    assert verdict(softmax + tied).endswith("within noise of it on both: LapSum [.5].")
+    assert verdict(softmax) is None  # nothing to compare
+    assert verdict(softmax[:1] + better[:1]) is None  # one seed: no estimate of the noise
 
 
 def test_paired_difference_pairs_by_seed():

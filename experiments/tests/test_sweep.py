@@ -81,17 +81,36 @@ def test_sweep_writes_the_table_and_resumes(tiny_data, tmp_path, capsys, monkeyp
     fails([*argv, "--resume"], "holds a different sweep")
 
 
-def test_demo_runs_the_shipped_grid(tiny_data, tmp_path, capsys):
-    assert main(["demo", "--epochs", "1", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+def test_demo_runs_the_shipped_grid_to_convergence_and_says_what_its_table_shows(tiny_data, tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    rows = [line for line in printed.splitlines() if line.startswith("| ") and "Method" not in line]
+    lines = printed.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "Method" not in line]
     assert [row.split(" | ")[:2] for row in rows] == [
         ["| Softmax", "[1, 0, 0, 0, 0]"], ["| Bitonic DSN", "[.5, 0, 0, 0, .5]"],
-        ["| Splitter sel. DSN", "[.5, 0, 0, 0, .5]"], ["| NeuralSort", "[.5, 0, 0, 0, .5]"],
-        ["| SoftSort", "[.5, 0, 0, 0, .5]"]]
+        ["| Splitter sel. DSN", "[.5, 0, 0, 0, .5]"], ["| SoftSort", "[.5, 0, 0, 0, .5]"]]
     assert all(row.endswith("| 3 |") for row in rows)  # three seeds each
-    assert printed.splitlines()[0].endswith("| Δ top-1 | Δ top-5 | Seeds |")
-    assert "15 runs in" in printed
+    assert lines[0].endswith("| Δ top-1 | Δ top-5 | Seeds |")
+    assert "12 runs in" in printed
+    # no run of the table was still improving at its end: each stopped by patience, well before the cap
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert len(results) == 12
+    assert all(r["stopped"] == "converged" and not r["still_improving"] and r["last_epoch"] < r["epochs"]
+               for r in results), results
+    assert "Still improving" not in printed
+    # the line after the table says what it shows, and agrees with the table's '(noise)' marks
+    summary = lines[len(rows) + 3]
+    assert summary.startswith("Beat softmax beyond noise on top-1: ") and summary.endswith(
+        "(12 of 12 runs converged, 0 stopped at the epoch cap).")
+    for row in rows[1:]:
+        label = " ".join(cell.strip() for cell in row.strip("| ").split(" | ")[:2])
+        tied = row.count("(noise)") == 2
+        assert (label in summary.split("within noise of it on both: ")[1]) == tied, (label, summary)
+    # resumed, every converged run counts as finished, though it stopped before the cap
+    table = (tmp_path / "demo" / "results.md").read_text()
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress", "--resume"]) == 0
+    assert "12 of 12 runs finished" in capsys.readouterr().err
+    assert (tmp_path / "demo" / "results.md").read_text() == table
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -179,12 +198,11 @@ def test_results_grids_cover_every_relaxation():
 
 def test_grid_axes_seeds_and_overrides():
     grid = load_sweep("demo")
-    assert len(grid.runs) == 15 and [r["seed"] for r in grid.runs] == [0] * 5 + [1] * 5 + [2] * 5
-    assert [r["method"] for r in grid.runs[:5]] == ["softmax", "bitonic", "splitter_selection", "neuralsort",
-                                                     "softsort"]
-    assert {r["epochs"] for r in grid.runs} == {6}
+    assert len(grid.runs) == 12 and [r["seed"] for r in grid.runs] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [r["method"] for r in grid.runs[:4]] == ["softmax", "bitonic", "splitter_selection", "softsort"]
+    assert not any("epochs" in r or "patience" in r for r in grid.runs)  # the convergence rule's
     short = load_sweep("demo", overrides={"seed": (4, 5), "epochs": 2, "lr": 0.1})
-    assert [(r["seed"], r["epochs"], r["lr"]) for r in short.runs] == [(4, 2, 0.1)] * 5 + [(5, 2, 0.1)] * 5
+    assert [(r["seed"], r["epochs"], r["lr"]) for r in short.runs] == [(4, 2, 0.1)] * 4 + [(5, 2, 0.1)] * 4
 
 
 def test_results_json_lists_every_run(tiny_data, tmp_path):

@@ -126,8 +126,57 @@ def test_one_plain_line_per_epoch_when_stderr_is_a_log(tmp_path):
     log = io.StringIO()
     Trainer(_config(epochs=2), _features(), None, progress=Progress(True, log), label="[run] ").run()
     lines = log.getvalue().splitlines()
-    assert len(lines) == 2 and "\r" not in log.getvalue()
+    assert len(lines) == 3 and "\r" not in log.getvalue()
     assert lines[0].startswith("[run] epoch 1/2: train loss ") and "val top-1 " in lines[0]
+    assert lines[2] == "[run] cap reached: 2 epochs, still improving over 5-epoch windows"  # the default
+
+
+def _stops(history: list[dict], patience: int) -> int:
+    """The epoch a run with `patience` stops at, from a fixed-schedule run's evaluations: the first
+    epoch e >= 2 patience at which neither validation top-1 nor top-5 is higher in epochs
+    (e - patience, e] than in (e - 2 patience, e - patience]."""
+    def best(key, low, high):
+        return max(row[key] for row in history if low < row["epoch"] <= high)
+
+    for epoch in range(2 * patience, history[-1]["epoch"] + 1):
+        if all(best(key, epoch - patience, epoch) <= best(key, epoch - 2 * patience, epoch - patience)
+               for key in ("val_top1", "val_top5")):
+            return epoch
+    return history[-1]["epoch"]
+
+
+def test_patience_stops_a_run_when_its_selection_metrics_stop_improving_and_resumes_intact(tmp_path):
+    fixed_out, stopped_out, resumed_out = tmp_path / "fixed", tmp_path / "stopped", tmp_path / "resumed"
+    fixed = Trainer(_config(epochs=40, patience=0, lr=0.05), _features(), fixed_out, progress=False).run()
+    assert fixed["epochs"] == 40 and fixed["stopped"]["reason"] == "schedule"
+    expected = _stops(_log(fixed_out), 2)
+    assert expected < 40  # the tiny set converges well within the cap
+    stopped = Trainer(_config(epochs=40, patience=2, lr=0.05), _features(), stopped_out, progress=False).run()
+    assert stopped["epochs"] == expected and stopped["stopped"] == {
+        "reason": "converged", "epoch": expected,
+        "text": f"converged at epoch {expected}: its last 2 epochs were no better on validation than the 2 "
+                "before"}
+    assert not stopped["still_improving"]
+    assert _log(stopped_out) == [row for row in _log(fixed_out) if row["epoch"] <= expected]
+    # killed after some epoch before the stop: the resumed run stops at the same epoch, same numbers
+    Trainer(_config(epochs=expected - 1, patience=2, lr=0.05), _features(), resumed_out, progress=False).run()
+    resumed = Trainer(_config(epochs=40, patience=2, lr=0.05), _features(), resumed_out,
+                      progress=False).run(resume=True)
+    assert _numbers(resumed) == _numbers(stopped) and _log(resumed_out) == _log(stopped_out)
+    # a converged run resumed with a larger cap trains no further
+    again = Trainer(_config(epochs=60, patience=2, lr=0.05), _features(), stopped_out,
+                    progress=False).run(resume=True)
+    assert again["epochs"] == expected
+
+
+def test_patience_is_the_default_on_data_that_is_not_the_papers_and_the_paper_keeps_its_schedule():
+    ours = make_config("finetune", {"name": "wordnet"}, _features(), check_given("finetune", {}))
+    assert ours.patience == 5 and ours.epochs == 100
+    rule = "convergence rule (data that is not the paper's)"
+    assert ours.sources["patience"] == ours.sources["epochs"] == rule
+    assert _config(patience=0).patience == 0 and _config(patience=None).patience is None
+    papers = make_config("train", {"name": "cifar100", "folder": "x"}, _images(), check_given("train", {}))
+    assert papers.patience is None and papers.epochs == 200
 
 
 def test_train_protocol_runs_a_tiny_resnet_with_bf16_autocast(tmp_path):

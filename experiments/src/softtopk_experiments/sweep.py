@@ -49,7 +49,14 @@ from softtopk_experiments.results.names import (
     SWEEP,
     TABLE_METRICS,
 )
-from softtopk_experiments.results.report import legend, markdown_table, plot_bars, plot_curves, write_csv
+from softtopk_experiments.results.report import (
+    legend,
+    markdown_table,
+    plot_bars,
+    plot_curves,
+    verdict,
+    write_csv,
+)
 from softtopk_experiments.results.run_folder import check_same_run, read_stored
 from softtopk_experiments.results.summary import ADVICE, still_improving_warning
 from softtopk_experiments.settings.losses import display_name, format_p_k
@@ -214,16 +221,20 @@ def run_sweep(configs: Sequence[RunConfig], names: Sequence[str], splits: Splits
 
 def _finished(cell: Path, config: RunConfig) -> bool:
     summary = cell / SUMMARY
-    return summary.exists() and read_json(summary)["epochs"] == config.epochs
+    if not summary.exists():
+        return False
+    stored = read_json(summary)
+    return stored["epochs"] == config.epochs or stored.get("stopped", {}).get("reason") == "converged"
 
 
 def result_row(config: RunConfig, summary: dict) -> dict:
-    """One run's line of the results CSV: method, P_K, its settings, seed, selected epochs, test
-    accuracies."""
+    """One run's line of the results CSV: method, P_K, its settings (`epochs` the cap where
+    `patience` applies), seed, the epoch it stopped at and why, selected epochs, test accuracies."""
     settings = {key: value for key, value in config.settings.items() if key not in ("method", "p_k", "seed")}
     picked = summary["picked"]
     return {"method": display_name(config.method), "p_k": format_p_k(config.p_k), **settings,
-            "epochs": summary["epochs"], "seed": config.seed,
+            "seed": config.seed, "last_epoch": summary["epochs"],
+            "stopped": summary.get("stopped", {}).get("reason"),
             "best_epoch": "/".join(str(pick["epoch"]) for pick in picked.values()),
             "still_improving": bool(summary["still_improving"]),
             **{metric: summary["test"].get(metric) for metric in TABLE_METRICS}}
@@ -253,7 +264,8 @@ def write_report(out: Path, runs: Sequence[tuple[Path, RunConfig]]) -> tuple[str
             warnings.append(warning)
             improving.setdefault(label, []).append(config.seed)
     table = markdown_table(rows)
-    text = table + "\n" + legend(table) + "\n"
+    line = verdict(rows)
+    text = table + (f"\n{line}\n" if line else "") + "\n" + legend(table) + "\n"
     if improving:
         listed = "; ".join(f"{label} (seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))})"
                            for label, seeds in improving.items())

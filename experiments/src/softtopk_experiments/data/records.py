@@ -112,6 +112,10 @@ def load_data(spec: dict) -> Splits:
     dataset = BY_NAME.get(spec.get("name"))
     if dataset is None:
         raise DataError(f"unknown data set {spec.get('name')!r}; known: {', '.join(BY_NAME)}")
+    if dataset.given_as == "path" and "path" in spec and not Path(spec["path"]).exists():
+        named = [d for d in for_protocol(dataset.protocol) if d.given_as != "path"]
+        raise DataError(f"`data` {spec['path']} is neither a data set of {dataset.protocol} "
+                        f"({_names(named)}) nor an existing embedding file")
     module, function = dataset.load_function.split(":")
     loader = getattr(importlib.import_module(f"softtopk_experiments.data.{module}"), function)
     options = {key: value for key, value in spec.items() if key != "name"}

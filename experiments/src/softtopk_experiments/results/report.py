@@ -21,7 +21,7 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
          2.048, 2.045, 2.042)
 """Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond)."""
-NOT_SETTINGS = ("seed", *TABLE_METRICS, "best_epoch", "still_improving")
+NOT_SETTINGS = ("seed", *TABLE_METRICS, "last_epoch", "stopped", "best_epoch", "still_improving")
 
 
 def legend(table: str) -> str:
@@ -110,6 +110,41 @@ def metric_difference(group: list[dict], baseline: list[dict],
     """`paired_difference` of one metric between a setting's runs and its baseline's, by seed."""
     return paired_difference({r["seed"]: r[metric] for r in group if r.get(metric) is not None},
                              {r["seed"]: r[metric] for r in baseline if r.get(metric) is not None})
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def verdict(results: Sequence[dict]) -> str | None:
+    """One line on what a table compared with softmax over several seeds shows: the settings that
+    beat softmax on top-1 or top-5 beyond noise (paired t-test, 95%), those below it, the ties, and
+    how the runs stopped. None without a softmax baseline over two or more seeds."""
+    beats, below, ties = {m: [] for m in TABLE_METRICS}, {m: [] for m in TABLE_METRICS}, []
+    for group, baseline in setting_groups(results):
+        if baseline is None:
+            continue
+        label = f"{group[0]['method']} {group[0]['p_k']}"
+        tied = True
+        for metric in TABLE_METRICS:
+            diffs, significant = metric_difference(group, baseline, metric)
+            if significant is None:
+                return None
+            if significant:
+                (beats if statistics.fmean(diffs) > 0 else below)[metric].append(label)
+                tied = False
+        ties += [label] if tied else []
+    if not any(beats.values()) and not any(below.values()) and not ties:
+        return None
+    names = {metric: f"top-{k_of(metric)}" for metric in TABLE_METRICS}
+    line = "; ".join([f"beat softmax beyond noise on {names[m]}: {_listed(beats[m])}" for m in TABLE_METRICS]
+                     + [f"below it on {names[m]}: {_listed(below[m])}" for m in TABLE_METRICS]
+                     + [f"within noise of it on both: {_listed(ties)}"])
+    stops = [r.get("stopped") for r in results]
+    if any(stops):
+        line += (f" ({stops.count('converged')} of {len(stops)} runs converged, "
+                 f"{stops.count('cap')} stopped at the epoch cap)")
+    return line[0].upper() + line[1:] + "."
 
 
 def markdown_table(results: Sequence[dict]) -> str:

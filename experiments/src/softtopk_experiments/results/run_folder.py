@@ -22,7 +22,7 @@ NAMES = {"run": "run", "sweep": "sweep (or a run over several seeds)"}
 
 
 class LockError(ValueError):
-    """The run folder is in use by another live process."""
+    """The run folder cannot be locked: another live process uses it, or it cannot be created."""
 
 
 def check_out(out: Path, kind: str, resume: bool) -> bool:
@@ -142,9 +142,13 @@ class RunLock:
         return host != socket.gethostname() or _alive(pid)  # another host's process: assume alive
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         draft = self.path.with_name(f"{LOCK}-{os.getpid()}")  # complete before it becomes the lock
-        draft.write_text(self.mine)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            draft.write_text(self.mine)
+        except OSError as error:  # e.g. under /proc, which no permission check foresees
+            raise LockError(f"`out` {self.path.parent} cannot be created or written: "
+                            f"{error.strerror or error}") from None
         try:
             while True:
                 try:

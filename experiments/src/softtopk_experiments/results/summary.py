@@ -37,6 +37,43 @@ def _pick(row: dict) -> dict:
     return {"epoch": row["epoch"], "step": row["step"]}
 
 
+def _selected_by(config, history: Sequence[dict]) -> list[str]:
+    """The history keys the run selects by: 'score', or the validation top-1 and top-5 (per-metric)."""
+    if config.select == "score":
+        return ["score"]
+    ks = logged_ks(history[0])
+    return [on("val", metric) for metric in TABLE_METRICS if k_of(metric) in ks]
+
+
+def converged(config, history: Sequence[dict]) -> bool:
+    """Whether the run stops by `config.patience` E (never with 0 or None): for each metric it selects
+    by, the best of the last E epochs' evaluations is no better than the best of the E epochs before
+    them. A window, not the best so far: a run that climbs back from an early peak (NeuralSort's
+    top-1 after its first epoch) is still improving."""
+    patience = config.patience
+    if not patience or not history or history[-1]["epoch"] < 2 * patience:
+        return False
+    last = history[-1]["epoch"]
+    recent = [row for row in history if row["epoch"] > last - patience]
+    before = [row for row in history if last - 2 * patience < row["epoch"] <= last - patience]
+    return all(max(row[key] for row in recent) <= max(row[key] for row in before)
+               for key in _selected_by(config, history))
+
+
+def stopping(config, history: Sequence[dict]) -> dict:
+    """Why the run ended: `{"reason": "converged" | "cap" | "schedule", "epoch": e, "text": ...}`."""
+    epoch = history[-1]["epoch"]
+    if converged(config, history):
+        reason, text = "converged", (f"converged at epoch {epoch}: its last {config.patience} epochs were no "
+                                     f"better on validation than the {config.patience} before")
+    elif config.patience:
+        reason, text = "cap", (f"cap reached: {epoch} epochs, still improving over {config.patience}-epoch "
+                               f"windows")
+    else:
+        reason, text = "schedule", f"the fixed schedule of {epoch} epochs"
+    return {"reason": reason, "epoch": epoch, "text": text}
+
+
 def summarize(config, history: Sequence[dict], val_count: int) -> dict:
     """The result of a run with `config` (a RunConfig) from its evaluation rows."""
     ks = logged_ks(history[0])
@@ -61,6 +98,7 @@ def summarize(config, history: Sequence[dict], val_count: int) -> dict:
         "score": {"weights": {topk(k): w for k, w in selection_weights(config.p_k).items()},
                   **_pick(by_score), "test": {topk(k): by_score[on("test", topk(k))] for k in ks}},
         "still_improving": [metric for metric in watched if rows[metric] is last],
+        "stopped": stopping(config, history),
         "seconds": sum(row["seconds"] for row in history),
     }
 

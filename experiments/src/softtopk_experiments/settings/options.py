@@ -121,7 +121,12 @@ OPTIONS: tuple[Option, ...] = (
            "off (with --mixup too, each batch takes one of the two at random)", group="targets",
            scope="ce", protocols=("train",), default=0.0, check=_non_negative, metavar="ALPHA"),
     # training
-    Option("epochs", int, "passes over the training part", check=_at_least(1)),
+    Option("epochs", int, "passes over the training part; with --patience, the most of them",
+           check=_at_least(1)),
+    Option("patience", int, "stop once the last E epochs brought no better validation metric the run "
+           "selects by (top-1 and top-5; with --select score the P_K-weighted score) than the E epochs "
+           "before them; 0 or none: all --epochs (a fixed schedule)", nullable=True, check=_at_least(0),
+           metavar="E"),
     Option("batch_size", int, "global batch, split over torchrun's processes", check=_at_least(1)),
     Option("lr", float, "Adam's learning rate", check=_positive),
     Option("val_size", float, "validation part held out of train: a fraction in (0, 1) or a count >= 1",

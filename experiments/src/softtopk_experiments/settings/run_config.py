@@ -15,7 +15,14 @@ from softtopk_experiments.data.augmentation import Augmentation
 from softtopk_experiments.data.splits import Splits, validation_count
 from softtopk_experiments.settings.losses import METHODS, check_targets, display_name, format_p_k, make_loss
 from softtopk_experiments.settings.options import BY_NAME, PROTOCOLS, SCOPE_TEXTS, applies, check_value
-from softtopk_experiments.settings.paper_defaults import PAPER, paper_setting, resolve, rule_lr, uses_lr_rule
+from softtopk_experiments.settings.paper_defaults import (
+    PAPER,
+    is_paper_data,
+    paper_setting,
+    resolve,
+    rule_lr,
+    uses_lr_rule,
+)
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,8 @@ def make_config(protocol: str, spec: dict, splits: Splits, given: Mapping[str, o
     if not chosen and uses_lr_rule(protocol, dataset.paper_data, splits):
         rule = rule_lr(splits.train_x)
     described = f"data set {dataset.name}" + (f": {dataset.note}" if dataset.note else "")
-    settings, sources = resolve(protocol, setting, given, dataset.overrides, described, rule)
+    converge = not is_paper_data(dataset.paper_data, splits)
+    settings, sources = resolve(protocol, setting, given, dataset.overrides, described, rule, converge)
     if settings["p_k"] is None:
         raise ValueError(f"`method` {method} needs `p_k`, e.g. .5,0,0,0,.5 for half top-1, half top-5")
     config = RunConfig(protocol, dict(spec), settings, dataset.augmentation if protocol == "train"

@@ -1,6 +1,8 @@
 """The training loop of either protocol: epochs of Adam over the training part, evaluations on
 validation and test every `eval_every` iterations and at the end of each epoch, a checkpoint after
-every epoch that a killed run resumes from, and the summary at the end.
+every epoch that a killed run resumes from, and the summary at the end. With `patience` the run
+stops early once it has converged (`summary.converged`, decided from the evaluations stored in the
+checkpoint, so a resumed run stops where an uninterrupted one would).
 
 Every random draw of an epoch (order, augmentation, mixing) comes from a generator seeded by
 `(seed, epoch)`, so a run resumed from its checkpoint after epoch e replays epochs e+1, ... exactly
@@ -29,7 +31,7 @@ from softtopk_experiments.files import (
     write_jsonl,
 )
 from softtopk_experiments.results.names import BEST, CHECKPOINT, CONFIG, LOG, SUMMARY, on, topk
-from softtopk_experiments.results.summary import best_row, score, summarize
+from softtopk_experiments.results.summary import best_row, converged, score, summarize
 from softtopk_experiments.settings.losses import selection_weights
 from softtopk_experiments.settings.run_config import RunConfig
 from softtopk_experiments.training.distributed import Group
@@ -106,6 +108,8 @@ class Trainer:
                 self.out.mkdir(parents=True, exist_ok=True)
                 write_json(self.out / CONFIG, {"config": self.config.to_dict(), "runtime": self.runtime})
         for epoch in range(start + 1, self.config.epochs + 1):
+            if converged(self.config, history):  # also a resumed run that had converged
+                break
             began = time.perf_counter()
             mean_loss = self._train_epoch(epoch, history)
             self._save(epoch, history)
@@ -114,6 +118,8 @@ class Trainer:
                                f"val top-1 {top1:.2%} top-5 {top5:.2%} "
                                f"({time.perf_counter() - began:.1f} s)")
         summary = summarize(self.config, history, self.val_index.shape[0])
+        if self.config.patience:
+            self.progress.line(f"{self.label}{summary['stopped']['text']}")
         if self.out is not None and self.group.is_main:
             write_json(self.out / SUMMARY, summary)
         return summary
