@@ -200,7 +200,6 @@ class ChunkedHeadLoss(torch.autograd.Function):
         return (*head.grads, None, None, None, None, None, None)
 
 
-@torch.compiler.disable(reason="the gradients are taken inside the forward pass, which dynamo cannot trace")
 def linear_topk_cross_entropy(
     input: Tensor,
     weight: Tensor,
