@@ -15,5 +15,6 @@ print(sorted(m for m in set(sys.modules) - before if not m.startswith("softtopk"
 
 
 def test_import_loads_nothing_beyond_torch():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, check=True)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300,
+                         check=True)
     assert out.stdout.strip() == "[]", out.stdout
