@@ -2,12 +2,11 @@
 
 Usage::
 
-    python experiments/scripts/build_wordnet.py [PACKAGE_ROOT]
+    python experiments/scripts/build_wordnet.py [DOWNLOAD_DIR]
 
-PACKAGE_ROOT is a folder into which the package was extracted (`apt-get download wordnet-base`,
-then `dpkg -x wordnet-base_*.deb PACKAGE_ROOT`); it must hold `usr/share/wordnet/` and
-`usr/share/doc/wordnet-base/copyright`. Without it the script runs those two commands itself in a
-temporary folder (needs apt and the Debian package index).
+DOWNLOAD_DIR is a folder holding the package's .deb file (`apt-get download wordnet-base`); without
+it the script downloads the package into a temporary folder (needs apt and the Debian package
+index). The package is extracted with `dpkg -x`.
 
 Every noun synset becomes one text, "first up to 3 lemmas: gloss" (underscores as spaces), labelled
 with its ancestor at depth 5 below the root `entity` along the first hypernym chain (the first `@`
@@ -22,18 +21,15 @@ number from `index.noun`). Writes, byte-identically on every run:
 
 from __future__ import annotations
 
-import argparse
 import collections
-import glob
 import gzip
 import io
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _shipping import SHIPPED, write_files
+from _shipping import SHIPPED, main_on_debs, write_files
 
 DEPTH = 5
 MIN_MEMBERS = 50
@@ -124,19 +120,15 @@ def write_outputs(root: Path) -> None:
     print(f"{len(rows)} texts in {len({label for label, _ in rows})} classes -> {OUT_DIR}")
 
 
+def write_outputs_from_deb(download_dir: Path) -> None:
+    (deb,) = sorted(download_dir.glob("wordnet-base_*.deb"))
+    with tempfile.TemporaryDirectory() as root:
+        subprocess.run(["dpkg", "-x", str(deb), root], check=True)
+        write_outputs(Path(root))
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("package_root", nargs="?", type=Path,
-                        help="folder holding the extracted wordnet-base package (default: fetch it)")
-    args = parser.parse_args(argv)
-    if args.package_root is not None:
-        write_outputs(args.package_root)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "wordnet-base"], cwd=tmp, check=True)
-        (deb,) = glob.glob(os.path.join(tmp, "wordnet-base_*.deb"))
-        subprocess.run(["dpkg", "-x", deb, os.path.join(tmp, "root")], check=True)
-        write_outputs(Path(tmp) / "root")
+    main_on_debs(__doc__.splitlines()[0], ["wordnet-base"], write_outputs_from_deb, argv)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_tfidf_features_split_and_cache(tfidf, tmp_path, monkeypatch):
     assert top1 > 0.2 and top5 > top1 + 0.15  # chance is 1/70
 
     load_gcide(cache_dir=tmp_path, dim=4)
-    monkeypatch.setattr(gcide, "_build", lambda *args: pytest.fail("cache miss"))
+    monkeypatch.setattr(text_sets, "tfidf_svd_splits", lambda *args: pytest.fail("cache miss"))
     load_gcide(cache_dir=tmp_path, dim=4)
     with pytest.raises(ValueError, match="dim"):
         load_gcide(cache_dir=tmp_path, dim=-1)

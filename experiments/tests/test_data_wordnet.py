@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from softtopk_experiments.data import wordnet
+from softtopk_experiments.data import text_sets, wordnet
 from softtopk_experiments.data.splits import DataError
 from softtopk_experiments.data.wordnet import load_wordnet, read_wordnet_table, stratified_split
 
@@ -74,7 +74,7 @@ def test_load_small_features_and_cache(tmp_path, monkeypatch):
     accuracy = ((splits.test_x @ means.T).argmax(1) == splits.test_y).float().mean()
     assert accuracy > 0.07
 
-    monkeypatch.setattr(wordnet, "_build", lambda *args: pytest.fail("cache miss"))
+    monkeypatch.setattr(text_sets, "tfidf_svd_splits", lambda *args: pytest.fail("cache miss"))
     again = load_wordnet(cache_dir=tmp_path, dim=8, test_fraction=0.2, seed=0)
     for key in ("train_x", "train_y", "test_x", "test_y"):
         assert torch.equal(getattr(again, key), getattr(splits, key))

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_scores
+from ._checks import check_int, check_scores
 from ._conventions import check_ignore_index, check_reduction, check_weight
 from .losses import TopKCrossEntropyLoss, topk_cross_entropy
 from .targets import checked_indices
@@ -47,13 +47,7 @@ def check_head(input: object, weight: object, bias: object) -> None:
 
 def check_chunk_size(chunk_size: object) -> int | None:
     """None or a positive int: the rows of logits computed at a time."""
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-        raise TypeError(f"chunk_size must be a positive int or None, got {type(chunk_size).__name__}")
-    if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
-    return chunk_size
+    return None if chunk_size is None else check_int(chunk_size, "chunk_size", low=1)
 
 
 def flatten_target(target: object, batch_shape: tuple[int, ...], classes: int) -> Tensor:

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from ._checks import check_choice, check_k, check_scores
+from ._checks import check_choice, check_int, check_k, check_scores
 from .ranking import METHODS, check_relaxation, compute_dtype
 from .relax import RELAXATIONS, Relaxation, networks
 
@@ -32,8 +32,7 @@ NETWORK_DEFAULTS = {"distribution": "cauchy", "art_lambda": 0.25}
 
 def _check_dim(dim: object, ndim: int) -> int:
     """An int in [-ndim, ndim), returned in [0, ndim)."""
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    dim = check_int(dim, "dim")
     if not -ndim <= dim < ndim:
         raise ValueError(f"dim must lie in [{-ndim}, {ndim - 1}] for x with {ndim} dimensions, got {dim}")
     return dim % ndim

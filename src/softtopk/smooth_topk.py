@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._checks import check_positive_finite
+from ._checks import check_int, check_positive_finite, check_real
 from ._conventions import check_ignore_index, check_reduction, check_weight, flatten, reduce
 from .relax.relaxation import masked_items
 from .targets import index_targets
@@ -246,17 +246,11 @@ def _others(x: Tensor, target: Tensor) -> Tensor:
 
 def _check_params(k: object, tau: object, alpha: object, reduction: object) -> tuple[float, float]:
     """Checks of the arguments that do not depend on the data; returns tau and alpha as floats."""
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1 (and < the number of classes), got {k}")
+    check_int(k, "k", low=1)
     tau = check_positive_finite(tau, "tau")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a real number, got {type(alpha).__name__}")
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
+    alpha = check_real(alpha, "alpha", low=0.0, high=math.inf, high_open=True)
     check_reduction(reduction)
-    return tau, float(alpha)
+    return tau, alpha
 
 
 def _checked(input: object, target: object, k: object, tau: object, alpha: object, reduction: object,

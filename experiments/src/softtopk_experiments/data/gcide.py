@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from softtopk_experiments.data.splits import DataError, Splits
-from softtopk_experiments.data.text_sets import load_text_set, read_table, tfidf_svd_splits
+from softtopk_experiments.data.text_sets import load_tfidf_set, read_table
 
 DATA_FILE = "gcide_fields.tsv.gz"
 NUM_CLASSES = 70
@@ -41,10 +41,5 @@ def load_gcide(cache_dir: Path | None = None, dim: int = 256, test_fraction: flo
     `cache_dir` (default `$SOFTTOPK_CACHE` or `~/.cache/softtopk`), keyed by the arguments and the
     data file's hash. Needs scikit-learn (`pip install ./experiments`).
     """
-    return load_text_set("gcide", DATA_FILE, "experiments/scripts/build_gcide.py", _FORMAT,
-                         lambda *args: _build(*args), cache_dir, dim, test_fraction, seed)  # late-bound
-
-
-def _build(data: bytes, dim: int, test_fraction: float, seed: int) -> Splits:
-    labels, texts = read_gcide_table(data)
-    return tfidf_svd_splits(labels, texts, dim, test_fraction, seed)
+    return load_tfidf_set("gcide", DATA_FILE, "experiments/scripts/build_gcide.py", _FORMAT, read_gcide_table,
+                          cache_dir, dim, test_fraction, seed)

@@ -64,6 +64,16 @@ def check_split_args(test_fraction: float, seed: int) -> None:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
 
 
+def load_tfidf_set(name: str, file_name: str, build_script: str, format_version: int,
+                   read: Callable[[bytes], tuple[list[str], list[str]]], cache_dir: Path | None, dim: int,
+                   test_fraction: float, seed: int) -> Splits:
+    """`load_text_set` of a `label<TAB>text` table that `read(data) -> (labels, texts)` reads, as
+    word TF-IDF + truncated-SVD features (`tfidf_svd_splits`)."""
+    return load_text_set(name, file_name, build_script, format_version,
+                         lambda data, *args: tfidf_svd_splits(*read(data), *args),  # late-bound
+                         cache_dir, dim, test_fraction, seed)
+
+
 def load_text_set(name: str, file_name: str, build_script: str, format_version: int,
                   build: Callable[[bytes, int, float, int], Splits], cache_dir: Path | None,
                   dim: int, test_fraction: float, seed: int) -> Splits:

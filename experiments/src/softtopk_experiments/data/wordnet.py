@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from softtopk_experiments.data.splits import Splits
-from softtopk_experiments.data.text_sets import load_text_set, read_table, stratified_split, tfidf_svd_splits
+from softtopk_experiments.data.text_sets import load_tfidf_set, read_table, stratified_split
 
 __all__ = ["DATA_FILE", "load_wordnet", "read_wordnet_table", "stratified_split"]
 
@@ -30,10 +30,5 @@ def load_wordnet(cache_dir: Path | None = None, dim: int = 256, test_fraction: f
     `cache_dir` (default `$SOFTTOPK_CACHE` or `~/.cache/softtopk`), keyed by the arguments and the
     data file's hash. Needs scikit-learn (`pip install ./experiments`).
     """
-    return load_text_set("wordnet", DATA_FILE, "experiments/scripts/build_wordnet.py", _FORMAT,
-                         lambda *args: _build(*args), cache_dir, dim, test_fraction, seed)  # late-bound
-
-
-def _build(data: bytes, dim: int, test_fraction: float, seed: int) -> Splits:
-    labels, texts = read_wordnet_table(data)
-    return tfidf_svd_splits(labels, texts, dim, test_fraction, seed)
+    return load_tfidf_set("wordnet", DATA_FILE, "experiments/scripts/build_wordnet.py", _FORMAT,
+                          read_wordnet_table, cache_dir, dim, test_fraction, seed)
