@@ -20,6 +20,7 @@ import torch
 import softtopk
 from softtopk_experiments import cli
 from softtopk_experiments.cli import main
+from softtopk_experiments.data.records import for_protocol
 from softtopk_experiments.settings.defaults_table import describe
 from softtopk_experiments.settings.options import options_for
 
@@ -191,9 +192,10 @@ def test_run_folders_that_are_refused(tiny_data, tmp_path, command, make, resume
 
 
 def test_a_data_name_that_is_neither_a_data_set_nor_a_file_lists_the_data_sets(tmp_path, fails):
+    *first, last = [d.name for d in for_protocol("finetune")]
     fails(["finetune", "--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "run")],
-          "imagenet is neither a data set of finetune (wordnet, languages, gcide or gcide_minilm) nor an "
-          "existing embedding file")
+          f"imagenet is neither a data set of finetune ({', '.join(first)} or {last}) nor an existing "
+          "embedding file")
     assert not (tmp_path / "run").exists()
 
 
