@@ -192,7 +192,7 @@ def test_run_folders_that_are_refused(tiny_data, tmp_path, command, make, resume
 
 
 def test_a_data_name_that_is_neither_a_data_set_nor_a_file_lists_the_data_sets(tmp_path, fails):
-    *first, last = [d.name for d in for_protocol("finetune")]
+    *first, last = [d.name for d in for_protocol("finetune") if d.given_as == "name"]
     fails(["finetune", "--data", str(tmp_path / "imagenet"), "--out", str(tmp_path / "run")],
           f"imagenet is neither a data set of finetune ({', '.join(first)} or {last}) nor an existing "
           "embedding file")
