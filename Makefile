@@ -21,7 +21,7 @@ $(DEV_STAMP): $(DEMO_STAMP)
 	touch $@
 
 test: $(DEV_STAMP)
-	$(BIN)/ruff check src tests benchmarks scripts experiments
+	$(BIN)/ruff check src tests benchmarks scripts experiments examples
 	$(BIN)/pytest
 
 demo: $(DEMO_STAMP)
