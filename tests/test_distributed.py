@@ -119,6 +119,10 @@ def _errors(rank: int, world: int) -> int:
     target = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="m is required"):
         vocab_parallel_topk_cross_entropy(logits, target, P_K, method="bitonic")
+    with pytest.raises(ValueError, match="label_smoothing must lie in"):
+        vocab_parallel_topk_cross_entropy(logits, target, [1.0], method="softmax", label_smoothing=1.5)
+    with pytest.raises(ValueError, match="needs p_k = "):
+        vocab_parallel_topk_cross_entropy(logits, target, P_K, method="softmax")
     with pytest.raises(ValueError, match="m must be smaller than the number of classes C = 21"):
         vocab_parallel_topk_cross_entropy(logits, target, P_K, method="bitonic", m=21)
     with pytest.raises(ValueError, match="same number of rows N on every rank"):

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.distributed as dist
 
-from ._checks import check_choice, check_int, check_scores, eager_cpu
+from ._checks import check_scores, eager_cpu
 from ._conventions import check_ignore_index, check_reduction, check_weight, reduce
 from .linear_loss import (
     CHUNK_ELEMENTS,
@@ -31,7 +31,7 @@ from .linear_loss import (
     flatten_target,
     mean_count,
 )
-from .losses import LOSS_METHODS, METHOD, topk_cross_entropy
+from .losses import METHOD, make_config, topk_cross_entropy
 from .targets import index_targets
 
 Tensor = torch.Tensor
@@ -216,15 +216,14 @@ def vocab_parallel_topk_cross_entropy(
     check_scores(local_input, "local_input")
     if local_input.dim() != 2:
         raise ValueError(f"local_input must have shape [N, C_r], got {tuple(local_input.shape)}")
-    check_choice(method, "method", LOSS_METHODS)
+    # Every argument checked by the library before any collective, so that bad input fails on every rank.
+    make_config(p_k, method, m=m, label_smoothing=label_smoothing, **kwargs)
     check_reduction(reduction)
     check_ignore_index(ignore_index)
     check_weight(weight)
-    if method != "softmax" and m is None:
-        raise ValueError("m is required with a relaxation: the sharded loss ranks the top-m candidates "
-                         "of all classes (e.g. m=16), never all of them")
-    if method != "softmax":
-        check_int(m, "m", low=2)
+    if method != "softmax" and not isinstance(m, int):
+        raise ValueError(f"m is required with a relaxation, as an int: the sharded loss ranks the top-m "
+                         f"candidates of all classes (e.g. m=16), never all of them; got m = {m!r}")
     group = group or dist.group.WORLD
     offset, classes = _block(local_input, *local_input.shape, group)
     if method != "softmax" and m >= classes:
@@ -237,9 +236,9 @@ def vocab_parallel_topk_cross_entropy(
     t = index_targets(target.long(), classes, weight, ignore_index, scores.dtype)
     label = t.classes[:, 0]
     with torch.autocast(scores.device.type, enabled=False):
+        lse = _LogSumExp.apply(scores, group) if method == "softmax" or label_smoothing > 0 else None
         if method == "softmax":
-            target_logit = _Summed.apply(_own_target_logit(scores, label, offset), group)
-            losses = _LogSumExp.apply(scores, group) - target_logit
+            losses = lse - _Summed.apply(_own_target_logit(scores, label, offset), group)
         else:
             candidates = _Candidates.apply(scores, label, m, offset, classes, group)[0]
             first = torch.zeros_like(label)  # the target is the first candidate
@@ -247,15 +246,15 @@ def vocab_parallel_topk_cross_entropy(
                                         **kwargs)
         rows = t.rows(losses[:, None])
         if label_smoothing > 0:
-            smooth = t.smoothing(_smoothing_term(scores, weight, offset, classes, group))
+            smooth = t.smoothing(_smoothing_term(scores, lse, weight, offset, classes, group))
             rows = (1 - label_smoothing) * rows + label_smoothing * smooth
     return reduce(rows, reduction, tuple(target.shape), t.count)
 
 
-def _smoothing_term(scores: Tensor, weight: Tensor | None, offset: int, classes: int, group) -> Tensor:
+def _smoothing_term(scores: Tensor, lse: Tensor, weight: Tensor | None, offset: int, classes: int,
+                    group) -> Tensor:
     """H(u, softmax(s)) = (lse(s) sum_c w_c - sum_c w_c s_c) / C over all classes, from this
-    rank's block.  [N, C_r] -> [N]"""
-    lse = _LogSumExp.apply(scores, group)
+    rank's block and the log-sum-exp `lse [N]` of all classes.  [N, C_r] -> [N]"""
     if weight is None:
         return lse - _Summed.apply(scores.sum(1), group) / classes
     w = weight.to(scores.dtype)
