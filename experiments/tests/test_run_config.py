@@ -63,6 +63,21 @@ def test_identity_leaves_out_epochs_and_sources():
     assert a.identity() != _config({"method": "softmax", "seed": 1}).identity()
 
 
+def test_the_head_is_fused_from_ten_thousand_classes_on_and_not_part_of_the_identity():
+    few, many = _features(), _features(n=10_000, c=10_000, d=2)
+    assert _config({}).head == "logits" and _config({}).sources["head"] == "auto (8 classes)"
+    assert _config({}, splits=many).head == "fused"
+    assert _config({"method": "smooth_topk", "p_k": [0, 1]}, splits=many).head == "logits"
+    assert _config({"head": "fused"}, splits=few).head == "fused"
+    assert _config({"head": "logits"}, splits=many).head == "logits"
+    assert _config({"head": "fused"}).identity() == _config({"head": "logits"}).identity()
+    assert _config({}, "train", {"name": "glyphs"}).head is None  # an option of finetune only
+    with pytest.raises(ValueError, match="`head` fused needs softmax or a relaxation"):
+        _config({"method": "smooth_topk", "p_k": [0, 1], "head": "fused"})
+    with pytest.raises(ValueError, match="`head` must be one of auto, logits, fused"):
+        check_given("finetune", {"head": "chunked"})
+
+
 def test_an_option_that_does_not_apply_is_an_error():
     with pytest.raises(ValueError, match=r"`inverse_temperature` does not apply to `method` softmax "
                                          r"\(it is a setting of the relaxations\)"):

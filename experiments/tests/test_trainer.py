@@ -16,6 +16,7 @@ from softtopk_experiments.data.splits import Splits
 from softtopk_experiments.files import load_checkpoint, write_atomic
 from softtopk_experiments.settings.run_config import check_given, make_config
 from softtopk_experiments.training import trainer
+from softtopk_experiments.training.objective import FusedObjective, LogitsObjective
 from softtopk_experiments.training.progress import Progress
 from softtopk_experiments.training.trainer import Trainer
 
@@ -177,6 +178,29 @@ def test_patience_is_the_default_on_data_that_is_not_the_papers_and_the_paper_ke
     assert _config(patience=0).patience == 0 and _config(patience=None).patience is None
     papers = make_config("train", {"name": "cifar100", "folder": "x"}, _images(), check_given("train", {}))
     assert papers.patience is None and papers.epochs == 200
+
+
+@pytest.mark.parametrize("given", [{"method": "bitonic", "hidden": 6},
+                                   {"method": "softmax", "label_smoothing": 0.1},
+                                   {"method": "softsort", "amp": "bf16"}])
+def test_the_fused_head_trains_as_the_logits_do(tmp_path, given):
+    """The same run with the head's loss fused and from logits: the same numbers, up to rounding."""
+    logs = []
+    for head in ("fused", "logits"):
+        options = {"epochs": 2, "batch_size": 64, "lr": 0.02, "val_size": 0.2, "eval_every": 3, "head": head,
+                   "p_k": (0.5, 0, 0, 0, 0.5) if given["method"] != "softmax" else (1.0,), **given}
+        config = make_config("finetune", {"name": "wordnet"}, _features(), check_given("finetune", options))
+        run = Trainer(config, _features(), tmp_path / head, progress=False)
+        assert isinstance(run.objective, FusedObjective if head == "fused" else LogitsObjective)
+        run.run()
+        logs.append(_log(tmp_path / head))
+    fused, logits = logs
+    assert len(fused) == len(logits) == 4
+    tolerance = 2e-2 if given.get("amp") else 1e-5
+    for a, b in zip(fused, logits, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=tolerance, abs=tolerance), key
 
 
 def test_train_protocol_runs_a_tiny_resnet_with_bf16_autocast(tmp_path):

@@ -17,6 +17,8 @@ from softtopk.relax import METHODS as RELAXATION_METHODS
 from softtopk.relax import RELAXATIONS
 
 METHODS = ("softmax", *RELAXATION_METHODS, "smooth_topk")
+FUSED_METHODS = ("softmax", *RELAXATION_METHODS)  # the methods that have a fused head
+FUSED_FROM = 10_000  # classes from which `head` auto fuses
 _DISPLAY_NAMES = {"softmax": "Softmax", "smooth_topk": "Smooth top-k SVM",
                   **{name: relaxation.title for name, relaxation in RELAXATIONS.items()}}
 
@@ -40,19 +42,44 @@ def optimised_k(p_k) -> int:
     return nonzero[0] + 1
 
 
+def _library_arguments(settings: Mapping[str, object]) -> tuple[list[float], dict]:
+    """`(p_k, keyword arguments)` of the library's loss for softmax or a relaxation."""
+    options = {key: settings[key] for key in ("method", "m", "inverse_temperature", "distribution",
+                                              "art_lambda", "top1_mode") if key in settings}
+    if settings["label_smoothing"]:  # passed only when used
+        options["label_smoothing"] = settings["label_smoothing"]
+    return list(settings["p_k"]), options
+
+
 def make_loss(settings: Mapping[str, object]) -> nn.Module:
     """The loss module `(logits [N, C], target) -> mean loss` of a run's settings; `target` is `[N]`
     class indices or, for softmax and the relaxations, `[N, C]` probabilities. Softmax is the
     library's `method='softmax'` (torch's cross-entropy). Raises ValueError or TypeError (from the
     library, naming its arguments) on bad settings."""
-    method, p_k = settings["method"], list(settings["p_k"])
-    if method == "smooth_topk":
-        return softtopk.SmoothHardTopKLoss(k=optimised_k(p_k), tau=settings["tau"], alpha=settings["alpha"])
-    options = {key: settings[key] for key in ("m", "inverse_temperature", "distribution", "art_lambda",
-                                              "top1_mode") if key in settings}
-    if settings["label_smoothing"]:  # passed only when used
-        options["label_smoothing"] = settings["label_smoothing"]
-    return softtopk.TopKCrossEntropyLoss(p_k, method=method, **options)
+    if settings["method"] == "smooth_topk":
+        return softtopk.SmoothHardTopKLoss(k=optimised_k(settings["p_k"]), tau=settings["tau"],
+                                           alpha=settings["alpha"])
+    p_k, options = _library_arguments(settings)
+    return softtopk.TopKCrossEntropyLoss(p_k, **options)
+
+
+def make_head_loss(settings: Mapping[str, object]) -> nn.Module:
+    """The same loss fused with a linear head, `(features [N, H], weight [C, H], target, bias [C]) ->
+    mean loss`, computed without the `[N, C]` logits (`softtopk.LinearTopKCrossEntropyLoss`); softmax
+    and the relaxations only."""
+    p_k, options = _library_arguments(settings)
+    return softtopk.LinearTopKCrossEntropyLoss(p_k, **options)
+
+
+def choose_head(head: str, method: str, num_classes: int) -> tuple[str, str]:
+    """`(head, why)`: the `head` option resolved ('auto' -> 'fused' from `FUSED_FROM` classes on, for
+    the methods that have a fused head, else 'logits'); ValueError for 'fused' with another method."""
+    if head == "fused" and method not in FUSED_METHODS:
+        raise ValueError(f"`head` fused needs softmax or a relaxation of softtopk, not `method` {method}")
+    if head != "auto":
+        return head, "given"
+    fused = method in FUSED_METHODS and num_classes >= FUSED_FROM
+    return ("fused" if fused else "logits"), f"auto ({num_classes:,} classes)"
 
 
 def check_targets(loss: nn.Module, num_classes: int, probabilities: bool) -> None:

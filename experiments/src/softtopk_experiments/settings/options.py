@@ -18,6 +18,7 @@ from softtopk.relax import DISTRIBUTIONS, NETWORK_METHODS
 
 PROTOCOLS = ("finetune", "train")
 SELECTIONS = ("per-metric", "score")
+HEADS = ("auto", "logits", "fused")
 # which methods an option applies to (see `applies`): every method; softmax and the library's
 # relaxations (the losses that take label smoothing and probability targets); the relaxations; the
 # sorting networks among them; the smooth top-k SVM
@@ -142,6 +143,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("amp", str, "bfloat16 autocast", choices=("none", "bf16"), default="none"),
     Option("hidden", int, "one hidden ReLU layer of this size; none: a linear probe", protocols=("finetune",),
            nullable=True, check=_at_least(1)),
+    Option("head", str, "how the linear head's loss is computed: logits (the batch's [N, C] logits, then "
+           "the loss), fused (softtopk.LinearTopKCrossEntropyLoss: the head and the loss together in row "
+           "chunks, never holding a batch's logits; softmax and the relaxations), auto: fused from "
+           "10,000 classes on (as nextword's 20,000), where the logits dominate the step's memory",
+           protocols=("finetune",), choices=HEADS, default="auto"),
     Option("width", int, "channels of the ResNet's first stage", protocols=("train",), default=64,
            check=_at_least(1)),
 )

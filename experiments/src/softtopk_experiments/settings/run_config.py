@@ -13,7 +13,14 @@ from torch import nn
 from softtopk_experiments.data import records
 from softtopk_experiments.data.augmentation import Augmentation
 from softtopk_experiments.data.splits import Splits, validation_count
-from softtopk_experiments.settings.losses import METHODS, check_targets, display_name, format_p_k, make_loss
+from softtopk_experiments.settings.losses import (
+    METHODS,
+    check_targets,
+    choose_head,
+    display_name,
+    format_p_k,
+    make_loss,
+)
 from softtopk_experiments.settings.options import BY_NAME, PROTOCOLS, SCOPE_TEXTS, applies, check_value
 from softtopk_experiments.settings.paper_defaults import (
     PAPER,
@@ -73,10 +80,12 @@ class RunConfig:
 
 def identity_of(config: dict) -> dict:
     """What a resumed run must share with the run it continues, from a stored config: all but
-    `settings.epochs` (which may grow) and `sources`."""
+    `settings.epochs` (which may grow), `settings.head` (how the loss is computed, the same up to
+    float rounding) and `sources`."""
     identity = {key: value for key, value in config.items() if key != "sources"}
     if isinstance(identity.get("settings"), dict):
-        identity["settings"] = {key: v for key, v in identity["settings"].items() if key != "epochs"}
+        identity["settings"] = {key: v for key, v in identity["settings"].items()
+                                if key not in ("epochs", "head")}
     return identity
 
 
@@ -129,6 +138,8 @@ def make_config(protocol: str, spec: dict, splits: Splits, given: Mapping[str, o
     described = f"data set {dataset.name}" + (f": {dataset.note}" if dataset.note else "")
     converge = not is_paper_data(dataset.paper_data, splits)
     settings, sources = resolve(protocol, setting, given, dataset.overrides, described, rule, converge)
+    if protocol == "finetune":
+        settings["head"], sources["head"] = choose_head(settings["head"], method, splits.num_classes)
     if settings["p_k"] is None:
         raise ValueError(f"`method` {method} needs `p_k`, e.g. .5,0,0,0,.5 for half top-1, half top-5")
     config = RunConfig(protocol, dict(spec), settings, dataset.augmentation if protocol == "train"

@@ -32,10 +32,11 @@ from softtopk_experiments.files import (
 )
 from softtopk_experiments.results.names import BEST, CHECKPOINT, CONFIG, LOG, SUMMARY, on, topk
 from softtopk_experiments.results.summary import best_row, converged, score, summarize
-from softtopk_experiments.settings.losses import selection_weights
+from softtopk_experiments.settings.losses import make_head_loss, selection_weights
 from softtopk_experiments.settings.run_config import RunConfig
 from softtopk_experiments.training.distributed import Group
 from softtopk_experiments.training.models import build_model
+from softtopk_experiments.training.objective import FusedObjective, LogitsObjective
 from softtopk_experiments.training.progress import Progress
 
 REPORTED_KS = (1, 5, 10, 20)
@@ -77,10 +78,12 @@ class Trainer:
         self.model = build_model(config.protocol, tuple(splits.train_x.shape[1:]), self.num_classes,
                                  hidden=config.hidden, width=config.width).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.ddp_model: nn.Module = self.model
+        self.objective: nn.Module = LogitsObjective(self.model, self.loss_fn, self._autocast)
+        if config.head == "fused":
+            self.objective = FusedObjective(self.model, make_head_loss(config.settings), self._autocast)
         if self.group.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
 
     @staticmethod
     def _input_transform(protocol: str, inputs: torch.Tensor, train_index: torch.Tensor):
@@ -136,7 +139,7 @@ class Trainer:
         # a last batch too small to give every process a sample is dropped
         batches = [index for index in torch.split(order, self.config.batch_size)
                    if index.shape[0] >= self.group.world]
-        self.ddp_model.train()
+        self.objective.train()
         # loss sums stay on the device: no synchronisation per step
         zero = torch.zeros((), dtype=torch.float64, device=self.device)
         total, count, epoch_total, epoch_count = zero.clone(), 0, zero.clone(), 0
@@ -159,7 +162,7 @@ class Trainer:
                 history.append(row)
                 if best_row(history, "score") is row:
                     self._save_best(epoch)
-                self.ddp_model.train()
+                self.objective.train()
                 total, count, since = zero.clone(), 0, time.perf_counter()
         return float(self.group.sum(epoch_total)) / max(epoch_count, 1)
 
@@ -170,9 +173,7 @@ class Trainer:
         if self.mixing is not None:
             x, y = self.mixing(x, y, self.num_classes, generator)
         x, y = self.group.shard(x), self.group.shard(y)
-        with self._autocast():
-            logits = self.ddp_model(self.prepare(x.to(self.device)))
-        loss = self.loss_fn(logits.float(), y.to(self.device))
+        loss = self.objective(self.prepare(x.to(self.device)), y.to(self.device))
         # DDP averages gradients over processes; weighting by the shard's share makes the average
         # the gradient of the global batch's mean loss even when shards differ in size.
         share = y.shape[0] * self.group.world / index.shape[0]
