@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import softtopk
 from softtopk import LinearTopKCrossEntropyLoss, linear_topk_cross_entropy, topk_cross_entropy
+from softtopk.linear_loss import default_chunk
 
 N, H, C, CHUNK = 23, 6, 1009, 7  # neither N nor C a multiple of the chunk
 P_KS = ([0.2] * 5, [0.5, 0, 0, 0, 0.5], [0, 0, 0, 0, 1], [0.25, 0, 0, 0, 0.75])
@@ -197,6 +198,12 @@ def test_bf16_autocast_no_worse_than_unfused(method):
     for expected, unfused, fused in zip(reference_grads, grads, fused_grads, strict=True):
         assert fused.dtype == torch.float32
         assert (fused - expected).norm() <= 1.5 * (unfused - expected).norm() + 1e-6
+
+
+@pytest.mark.parametrize(("rows", "classes", "chunk"), [
+    (2048, 131072, 64), (2048, 32768, 256), (500, 20000, 125), (23, 1009, 6), (3, 2**30, 1), (1, 10, 1)])
+def test_default_chunk_holds_at_most_2_to_the_23_logits_and_a_quarter_of_the_rows(rows, classes, chunk):
+    assert default_chunk(rows, classes) == chunk
 
 
 def test_default_chunk_and_module():

@@ -24,10 +24,10 @@ import torch.distributed as dist
 from ._checks import check_scores, eager_cpu
 from ._conventions import check_ignore_index, check_reduction, check_weight, reduce
 from .linear_loss import (
-    CHUNK_ELEMENTS,
     ChunkedHeadLoss,
     check_chunk_size,
     check_head,
+    default_chunk,
     flatten_target,
     mean_count,
 )
@@ -319,7 +319,7 @@ def vocab_parallel_linear_topk_cross_entropy(
     x = input.reshape(-1, input.shape[-1])
     _, classes = _block(x, x.shape[0], local_weight.shape[0], group)
     check_weight(class_weight, classes)
-    chunk = chunk_size or max(1, CHUNK_ELEMENTS * dist.get_world_size(group) // classes)
+    chunk = chunk_size or default_chunk(x.shape[0], classes / dist.get_world_size(group))
 
     def loss(logits: Tensor, rows: Tensor) -> Tensor:
         return vocab_parallel_topk_cross_entropy(

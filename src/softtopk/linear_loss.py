@@ -26,6 +26,7 @@ from .targets import checked_indices
 
 Tensor = torch.Tensor
 CHUNK_ELEMENTS = 2**23  # default chunk: at most this many logits (32 MiB in float32), at least one row
+CHUNKS = 4  # and at most a quarter of the rows: a chunk never holds more than a quarter of the logits
 
 
 def check_head(input: object, weight: object, bias: object) -> None:
@@ -48,6 +49,12 @@ def check_head(input: object, weight: object, bias: object) -> None:
 def check_chunk_size(chunk_size: object) -> int | None:
     """None or a positive int: the rows of logits computed at a time."""
     return None if chunk_size is None else check_int(chunk_size, "chunk_size", low=1)
+
+
+def default_chunk(rows: int, classes: float) -> int:
+    """The rows of a chunk by default: at most `CHUNK_ELEMENTS` logits of `classes` each and at most
+    `1 / CHUNKS` of the `rows`, at least one row."""
+    return max(1, min(int(CHUNK_ELEMENTS // classes), -(-rows // CHUNKS)))
 
 
 def flatten_target(target: object, batch_shape: tuple[int, ...], classes: int) -> Tensor:
@@ -209,7 +216,8 @@ def linear_topk_cross_entropy(
 ) -> Tensor:
     """`topk_cross_entropy(F.linear(input, weight, bias), target, p_k, weight=class_weight, ...)` on
     the flattened rows, without holding the logits `[N, C]` or their gradient: `chunk_size` rows at a
-    time (default: as many as keep a chunk's logits within 2^23 entries, 32 MiB in float32).
+    time (default: as many as keep a chunk's logits within 2^23 entries, 32 MiB in float32, and at
+    most a quarter of the rows).
 
     Args:
         input: hidden states `[..., H]` (N rows in all); weight: the head's matrix `[C, H]`; bias: `[C]`.
@@ -233,7 +241,7 @@ def linear_topk_cross_entropy(
     batch_shape = tuple(input.shape[:-1])
     flat_target = flatten_target(target, batch_shape, classes)
     x = input.reshape(-1, input.shape[-1])
-    chunk = chunk_size or max(1, CHUNK_ELEMENTS // classes)
+    chunk = chunk_size or default_chunk(x.shape[0], classes)
 
     def loss(logits: Tensor, rows: Tensor) -> Tensor:
         return topk_cross_entropy(logits, rows, p_k, weight=class_weight, ignore_index=ignore_index,
