@@ -61,19 +61,27 @@ def _sharded(model: nn.Module) -> dict[str, tuple[nn.Parameter, ClassShardedLine
             for name, parameter in layer.named_parameters(recurse=False)}
 
 
-def _map_blocks(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optimizer_state: dict,
-                change: Callable[[torch.Tensor, ClassShardedLinear], torch.Tensor]) -> tuple[dict, dict]:
+Change = Callable[[torch.Tensor, ClassShardedLinear], torch.Tensor]
+
+
+def _map_blocks(model: nn.Module, change: Change, model_state: dict,
+                optimizer: torch.optim.Optimizer | None = None,
+                optimizer_state: dict | None = None) -> tuple[dict, dict | None]:
     """The state dicts with `change(tensor, layer)` applied to the parameters of each class-sharded
-    layer and to their optimizer state of one row per class (Adam's moments, not its step), in the
-    same order on every process; new dicts, the live state untouched."""
+    layer and (with `optimizer`) to their optimizer state of one row per class (Adam's moments, not its
+    step), in the same order on every process; new dicts, the live state untouched."""
     sharded = _sharded(model)
     if not sharded:
         return model_state, optimizer_state
+    model_state = dict(model_state)
+    for name, (_, layer) in sharded.items():
+        model_state[name] = change(model_state[name], layer)
+    if optimizer is None:
+        return model_state, optimizer_state
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     index = {id(p): i for i, p in enumerate(parameters)}  # the keys of the optimizer's state dict
-    model_state, states = dict(model_state), dict(optimizer_state["state"])
-    for name, (parameter, layer) in sharded.items():
-        model_state[name] = change(model_state[name], layer)
+    states = dict(optimizer_state["state"])
+    for parameter, layer in sharded.values():
         i = index[id(parameter)]
         if i in states:
             states[i] = {key: change(value, layer) if _per_class(value, parameter) else value
@@ -87,17 +95,19 @@ def _per_class(value: object, parameter: torch.Tensor) -> bool:
             and value.shape[1:] == parameter.shape[1:])
 
 
-def whole_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+def whole_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> tuple[dict, dict | None]:
     """`(model.state_dict(), optimizer.state_dict())` of the whole model, as one process holds them,
-    on the main process: the blocks of the class-sharded layers and their optimizer state (Adam's
-    moments) gathered in rank order, on its CPU (the other processes get their own state back). Every
-    process must call it. A model without sharded layers: its state dicts as they are."""
+    on the main process: the blocks of the class-sharded layers (and with `optimizer`, their state:
+    Adam's moments) gathered in rank order, on its CPU; the other processes get their own state back,
+    and without `optimizer`, None for its state. Every process must call it. A model without sharded
+    layers: its state dicts as they are."""
 
     def gather(block: torch.Tensor, layer: ClassShardedLinear) -> torch.Tensor:
         whole = layer.group.gather_rows(block, layer.classes)
         return block if whole is None else whole
 
-    return _map_blocks(model, optimizer, model.state_dict(), optimizer.state_dict(), gather)
+    return _map_blocks(model, gather, model.state_dict(), optimizer,
+                       None if optimizer is None else optimizer.state_dict())
 
 
 def load_whole_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,
@@ -109,6 +119,6 @@ def load_whole_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_s
     def block(whole: torch.Tensor, layer: ClassShardedLinear) -> torch.Tensor:
         return whole[layer.group.block(layer.classes)].clone()
 
-    model_state, optimizer_state = _map_blocks(model, optimizer, model_state, optimizer_state, block)
+    model_state, optimizer_state = _map_blocks(model, block, model_state, optimizer, optimizer_state)
     model.load_state_dict(model_state)
     optimizer.load_state_dict(optimizer_state)

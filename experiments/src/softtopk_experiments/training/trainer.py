@@ -214,7 +214,7 @@ class Trainer:
 
     def _save_best(self, epoch: int) -> None:
         if self.out is not None:
-            model, _ = whole_state(self.model, self.optimizer)  # on every process: it may gather
+            model, _ = whole_state(self.model)  # on every process: it may gather
             if self.group.is_main:
                 save_checkpoint(self.out / BEST, {"epoch": epoch, "model": model})
 
