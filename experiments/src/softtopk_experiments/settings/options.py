@@ -128,7 +128,8 @@ OPTIONS: tuple[Option, ...] = (
            "selects by (top-1 and top-5; with --select score the P_K-weighted score) than the E epochs "
            "before them; 0 or none: all --epochs (a fixed schedule)", nullable=True, check=_at_least(0),
            metavar="E"),
-    Option("batch_size", int, "global batch, split over torchrun's processes", check=_at_least(1)),
+    Option("batch_size", int, "global batch, split over torchrun's processes (with --head sharded each "
+           "trains on all of it)", check=_at_least(1)),
     Option("lr", float, "Adam's learning rate", check=_positive),
     Option("val_size", float, "validation part held out of train: a fraction in (0, 1) or a count >= 1",
            nullable=True, check=_val_size),
