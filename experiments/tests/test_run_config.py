@@ -152,3 +152,16 @@ def test_check_fits_names_the_mismatch():
         check_fits(train, _features())
     with pytest.raises(ValueError, match="K = 5 entries but the data has only 4 classes"):
         check_fits(finetune, _features(c=4))
+
+
+def test_a_sharded_head_needs_a_method_with_a_sharded_loss_and_an_m_below_the_classes():
+    relaxation = {"method": "bitonic", "p_k": [0.5, 0.5], "head": "sharded"}
+    assert _config({**relaxation, "m": 4}).head == "sharded"  # 8 classes
+    assert _config({"head": "sharded"}).identity() == _config({"head": "logits"}).identity()
+    assert _config({"method": "softmax", "head": "sharded"}).m is None  # softmax needs no preselection
+    for m in (None, 8):
+        with pytest.raises(ValueError, match=f"`head` sharded needs `m` .* below the number of classes "
+                                             f"\\(8\\) .*; got {'none' if m is None else m}"):
+            _config({**relaxation, "m": m})
+    with pytest.raises(ValueError, match="`head` sharded needs softmax or a relaxation"):
+        _config({"method": "smooth_topk", "p_k": [0, 1], "head": "sharded"})

@@ -46,6 +46,7 @@ from softtopk_experiments.sweep import (
     sweep_configs,
     write_report,
 )
+from softtopk_experiments.training.class_sharding import check_world
 from softtopk_experiments.training.distributed import Group, join, leave
 from softtopk_experiments.training.progress import Progress
 from softtopk_experiments.training.trainer import Trainer
@@ -191,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "validation and test top-1/5/10/20 evaluated every --eval-every iterations and at the "
                      "end of each epoch. The result is the test accuracy at the best validation evaluation "
                      "(--select). With --seeds 0,1,2 the runs go to --out/cells/ and are reported as mean "
-                     "+- sd."),
+                     "+- sd. Runs on several processes with `torchrun --nproc_per_node N -m softtopk "
+                     "finetune ...`: each trains on a slice of every batch, or with --head sharded on the "
+                     "whole batch with its block of the head's classes."),
         "train": ("CIFAR-100 protocol: a ResNet-18 from scratch",
                   "The paper's CIFAR-100 protocol: a CIFAR ResNet-18 (3x3 stem, no max-pool) from scratch, "
                   "Adam, random 4-pixel crops (and horizontal flips on CIFAR-100), evaluated after every "
@@ -304,6 +307,8 @@ def _plan(args: argparse.Namespace, protocol: str, spec: dict, out: Path, kind: 
     elif exists:
         check_resumable(out, configs, names)
     device, group = _join(device)
+    for config in configs:
+        check_world(config.head, group.world)
     _threads(args.threads, protocol, device)
     runtime = {"argv": ["softtopk", *args.argv], "device": device, "processes": group.world,
                "torch": torch.__version__, "softtopk": softtopk.__version__}

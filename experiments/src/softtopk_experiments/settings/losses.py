@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 import softtopk
+from softtopk.distributed import vocab_parallel_linear_topk_cross_entropy
 from softtopk.relax import METHODS as RELAXATION_METHODS
 from softtopk.relax import RELAXATIONS
 
 METHODS = ("softmax", *RELAXATION_METHODS, "smooth_topk")
-FUSED_METHODS = ("softmax", *RELAXATION_METHODS)  # the methods that have a fused head
+FUSED_METHODS = ("softmax", *RELAXATION_METHODS)  # the methods that have a fused (and a sharded) head
 FUSED_FROM = 10_000  # classes from which `head` auto fuses
 _DISPLAY_NAMES = {"softmax": "Softmax", "smooth_topk": "Smooth top-k SVM",
                   **{name: relaxation.title for name, relaxation in RELAXATIONS.items()}}
@@ -63,19 +64,43 @@ def make_loss(settings: Mapping[str, object]) -> nn.Module:
     return softtopk.TopKCrossEntropyLoss(p_k, **options)
 
 
-def make_head_loss(settings: Mapping[str, object]) -> nn.Module:
-    """The same loss fused with a linear head, `(features [N, H], weight [C, H], target, bias [C]) ->
-    mean loss`, computed without the `[N, C]` logits (`softtopk.LinearTopKCrossEntropyLoss`); softmax
-    and the relaxations only."""
+class ShardedHeadLoss(nn.Module):
+    """`make_head_loss`'s loss with the head's classes sharded over the processes of torch.distributed
+    (`softtopk.distributed.vocab_parallel_linear_topk_cross_entropy` on the world group):
+    `(features [N, H], local_weight [C_r, H], target [N], local_bias [C_r]) -> mean loss` of the whole
+    head, the same on every process; the gradient of `features` is summed over the processes."""
+
+    def __init__(self, p_k: list[float], **options: object) -> None:
+        super().__init__()
+        self.p_k, self.options = p_k, options
+
+    def forward(self, features: torch.Tensor, local_weight: torch.Tensor, target: torch.Tensor,
+                local_bias: torch.Tensor | None = None) -> torch.Tensor:
+        return vocab_parallel_linear_topk_cross_entropy(features, local_weight, target, self.p_k, local_bias,
+                                                        **self.options)
+
+
+def make_head_loss(settings: Mapping[str, object], sharded: bool = False) -> nn.Module:
+    """The loss of `make_loss` fused with a linear head, `(features [N, H], weight [C, H], target,
+    bias [C]) -> mean loss`, computed without the `[N, C]` logits (`softtopk.LinearTopKCrossEntropyLoss`);
+    with `sharded`, the same with this process's block of the head's classes (`ShardedHeadLoss`).
+    Softmax and the relaxations only."""
     p_k, options = _library_arguments(settings)
-    return softtopk.LinearTopKCrossEntropyLoss(p_k, **options)
+    return (ShardedHeadLoss if sharded else softtopk.LinearTopKCrossEntropyLoss)(p_k, **options)
 
 
-def choose_head(head: str, method: str, num_classes: int) -> tuple[str, str]:
+def choose_head(head: str, method: str, num_classes: int, m: int | None = None) -> tuple[str, str]:
     """`(head, why)`: the `head` option resolved ('auto' -> 'fused' from `FUSED_FROM` classes on, for
-    the methods that have a fused head, else 'logits'); ValueError for 'fused' with another method."""
-    if head == "fused" and method not in FUSED_METHODS:
-        raise ValueError(f"`head` fused needs softmax or a relaxation of softtopk, not `method` {method}")
+    the methods that have a fused head, else 'logits'). ValueError for 'fused' or 'sharded' with
+    another method, and for 'sharded' with a relaxation whose top-m preselection `m` is not an int
+    below the number of classes (the sharded loss ranks only the top-m candidates of all classes)."""
+    if head in ("fused", "sharded") and method not in FUSED_METHODS:
+        raise ValueError(f"`head` {head} needs softmax or a relaxation of softtopk, not `method` {method}")
+    if head == "sharded" and method != "softmax" and (m is None or m >= num_classes):
+        raise ValueError(f"`head` sharded needs `m` (the top-m preselection) below the number of classes "
+                         f"({num_classes:,}) with a relaxation: the sharded loss ranks the top-m candidates "
+                         f"of all classes, never every class (e.g. `m` 16, the paper's); got "
+                         f"{'none' if m is None else m}")
     if head != "auto":
         return head, "given"
     fused = method in FUSED_METHODS and num_classes >= FUSED_FROM

@@ -18,7 +18,7 @@ from softtopk.relax import DISTRIBUTIONS, NETWORK_METHODS
 
 PROTOCOLS = ("finetune", "train")
 SELECTIONS = ("per-metric", "score")
-HEADS = ("auto", "logits", "fused")
+HEADS = ("auto", "logits", "fused", "sharded")
 # which methods an option applies to (see `applies`): every method; softmax and the library's
 # relaxations (the losses that take label smoothing and probability targets); the relaxations; the
 # sorting networks among them; the smooth top-k SVM
@@ -128,7 +128,8 @@ OPTIONS: tuple[Option, ...] = (
            "selects by (top-1 and top-5; with --select score the P_K-weighted score) than the E epochs "
            "before them; 0 or none: all --epochs (a fixed schedule)", nullable=True, check=_at_least(0),
            metavar="E"),
-    Option("batch_size", int, "global batch, split over torchrun's processes", check=_at_least(1)),
+    Option("batch_size", int, "global batch, split over torchrun's processes (with --head sharded each "
+           "trains on all of it)", check=_at_least(1)),
     Option("lr", float, "Adam's learning rate", check=_positive),
     Option("val_size", float, "validation part held out of train: a fraction in (0, 1) or a count >= 1",
            nullable=True, check=_val_size),
@@ -145,8 +146,11 @@ OPTIONS: tuple[Option, ...] = (
            nullable=True, check=_at_least(1)),
     Option("head", str, "how the linear head's loss is computed: logits (the batch's [N, C] logits, then "
            "the loss), fused (softtopk.LinearTopKCrossEntropyLoss: the head and the loss together in row "
-           "chunks, never holding a batch's logits; softmax and the relaxations), auto: fused from "
-           "10,000 classes on (as nextword's 20,000), where the logits dominate the step's memory",
+           "chunks, never holding a batch's logits; softmax and the relaxations), sharded (the head's "
+           "classes split over torchrun's processes, each holding its block of W, b and their Adam moments "
+           "and training on the whole batch; run as torchrun --nproc_per_node N -m softtopk finetune --head "
+           "sharded ...; softmax and the relaxations with --top-m), auto: fused from 10,000 classes on (as "
+           "nextword's 20,000), where the logits dominate the step's memory",
            protocols=("finetune",), choices=HEADS, default="auto"),
     Option("width", int, "channels of the ResNet's first stage", protocols=("train",), default=64,
            check=_at_least(1)),

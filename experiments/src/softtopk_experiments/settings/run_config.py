@@ -139,7 +139,8 @@ def make_config(protocol: str, spec: dict, splits: Splits, given: Mapping[str, o
     converge = not is_paper_data(dataset.paper_data, splits)
     settings, sources = resolve(protocol, setting, given, dataset.overrides, described, rule, converge)
     if protocol == "finetune":
-        settings["head"], sources["head"] = choose_head(settings["head"], method, splits.num_classes)
+        settings["head"], sources["head"] = choose_head(settings["head"], method, splits.num_classes,
+                                                        settings.get("m"))
     if settings["p_k"] is None:
         raise ValueError(f"`method` {method} needs `p_k`, e.g. .5,0,0,0,.5 for half top-1, half top-5")
     config = RunConfig(protocol, dict(spec), settings, dataset.augmentation if protocol == "train"

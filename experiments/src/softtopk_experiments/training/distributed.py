@@ -1,7 +1,9 @@
-"""Multi-process data parallelism through torch.distributed, as started by `torchrun`.
+"""Multi-process training through torch.distributed, as started by `torchrun`.
 
-Every process draws the same global batch from the same generator; process r trains on the r-th
-of `world` near-equal slices, so the data a run sees does not depend on the number of processes.
+Every process draws the same global batch from the same generator. Data parallel: process r trains on
+the r-th of `world` near-equal slices, so the data a run sees does not depend on the number of
+processes. Class-sharded (`--head sharded`): process r holds the r-th contiguous block of the head's
+classes (`Group.block`) and trains on the whole batch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,46 @@ class Group:
     def shard(self, items: torch.Tensor) -> torch.Tensor:
         """This process's slice of `items [B, ...]` (contiguous, sizes differ by at most one)."""
         return torch.tensor_split(items, self.world)[self.rank] if self.world > 1 else items
+
+    def block(self, total: int) -> slice:
+        """This process's contiguous block of `total` items, as `shard` slices them (in rank order)."""
+        sizes = self.block_sizes(total)
+        start = sum(sizes[: self.rank])
+        return slice(start, start + sizes[self.rank])
+
+    def block_sizes(self, total: int) -> list[int]:
+        """The sizes of every process's block of `total` items, in rank order (`torch.tensor_split`'s)."""
+        size, extra = divmod(total, self.world)
+        return [size + (rank < extra) for rank in range(self.world)]
+
+    def gather_blocks(self, local: torch.Tensor, total: int) -> torch.Tensor:
+        """`[N, C_r] -> [N, C]`: every process's block of the `total` columns (`block`), on every process."""
+        if self.world == 1:
+            return local
+        sizes = self.block_sizes(total)
+        padded = torch.nn.functional.pad(local, (0, max(sizes) - local.shape[1])).contiguous()
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded)
+        return torch.cat([part[:, :size] for part, size in zip(parts, sizes, strict=True)], dim=1)
+
+    def gather_rows(self, local: torch.Tensor, total: int) -> torch.Tensor | None:
+        """`[C_r, ...] -> [C, ...]`: every process's block of the `total` rows (`block`), on the CPU of
+        the main process (None on the others), received one block at a time so that no device holds
+        more than its own block."""
+        if self.world == 1:
+            return local.cpu()
+        sizes = self.block_sizes(total)
+        if not self.is_main:
+            if sizes[self.rank]:
+                dist.send(local.contiguous(), dst=0)
+            return None
+        parts = [local.cpu()]
+        for rank in range(1, self.world):
+            part = local.new_empty((sizes[rank], *local.shape[1:]))
+            if sizes[rank]:
+                dist.recv(part, src=rank)
+            parts.append(part.cpu())
+        return torch.cat(parts)
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Sum of `values` over the processes (the same tensor on every process)."""

@@ -1,6 +1,7 @@
 """A run's training loss as one module, the model and its loss together: `forward(inputs, target)`
-returns the batch's mean loss. The trainer back-propagates it, and DDP wraps it, so the gradients are
-synchronised whichever way the loss is computed.
+returns the batch's mean loss. The trainer back-propagates it, and DDP wraps it when the batch is split
+over processes, so the gradients are synchronised whichever way the loss is computed; a class-sharded
+head's loss is the whole batch's on every process, and its gradients need no synchronisation.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
+
+from softtopk_experiments.settings.losses import make_head_loss
+from softtopk_experiments.settings.run_config import RunConfig
+from softtopk_experiments.training.class_sharding import ClassShardedLinear
+from softtopk_experiments.training.distributed import Group
 
 Autocast = Callable[[], AbstractContextManager]
 
@@ -27,12 +33,16 @@ class LogitsObjective(nn.Module):
         return self.loss(logits.float(), target)
 
 
-def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
-    """`(body, head)` of a probe (`models.embedding_probe`): its last layer, a linear head, and what
-    comes before it (nothing for a linear probe)."""
-    if isinstance(model, nn.Linear):
+HEADS = (nn.Linear, ClassShardedLinear)
+
+
+def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear | ClassShardedLinear]:
+    """`(body, head)` of a probe (`models.embedding_probe`, or its `class_sharding.shard_classes`):
+    its last layer, a linear head or this process's block of it, and what comes before it (nothing
+    for a linear probe)."""
+    if isinstance(model, HEADS):
         return nn.Identity(), model
-    if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
+    if isinstance(model, nn.Sequential) and isinstance(model[-1], HEADS):
         return model[:-1], model[-1]
     raise ValueError(f"a fused head needs a model that ends in a linear layer, got {type(model).__name__}")
 
@@ -40,7 +50,8 @@ def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
 class FusedObjective(nn.Module):
     """The probe's linear head and the loss computed together, `head_loss(body(inputs), W, target,
     b)` (`softtopk.LinearTopKCrossEntropyLoss`), in row chunks without a batch's `[N, C]` logits; under
-    autocast its matmuls run in the autocast dtype and the loss in float32."""
+    autocast its matmuls run in the autocast dtype and the loss in float32. With a class-sharded head,
+    W and b are this process's block and `head_loss` the sharded loss (`losses.ShardedHeadLoss`)."""
 
     def __init__(self, model: nn.Module, head_loss: nn.Module, autocast: Autocast) -> None:
         super().__init__()
@@ -50,3 +61,19 @@ class FusedObjective(nn.Module):
     def forward(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with self.autocast():
             return self.head_loss(self.body(inputs), self.head.weight, target, self.head.bias)
+
+
+def make_objective(config: RunConfig, model: nn.Module, autocast: Autocast, data: Group,
+                   device: torch.device) -> nn.Module:
+    """The objective of `config.head` on `model`: the logits and the loss (also the train protocol's,
+    which has no `head`), or the head and its loss fused, whole or class-sharded; wrapped in DDP when
+    the `data` group splits each batch over several processes."""
+    if config.head in ("fused", "sharded"):
+        head_loss = make_head_loss(config.settings, sharded=config.head == "sharded")
+        objective: nn.Module = FusedObjective(model, head_loss, autocast)
+    else:
+        objective = LogitsObjective(model, config.loss, autocast)
+    if data.world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        objective = nn.parallel.DistributedDataParallel(objective, device_ids=ids)
+    return objective

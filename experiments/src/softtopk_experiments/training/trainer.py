@@ -7,6 +7,10 @@ checkpoint, so a resumed run stops where an uninterrupted one would).
 Every random draw of an epoch (order, augmentation, mixing) comes from a generator seeded by
 `(seed, epoch)`, so a run resumed from its checkpoint after epoch e replays epochs e+1, ... exactly
 as an uninterrupted run would.
+
+Under torchrun the processes split each batch between them (data parallel, the model replicated), or,
+with `head` sharded, each holds a block of the head's classes and trains on the whole batch
+(`class_sharding`); either way the checkpoints hold the whole model, as one process has it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from softtopk.metrics import topk_accuracy
 from softtopk_experiments.data.mixing import Mixing
@@ -32,11 +35,12 @@ from softtopk_experiments.files import (
 )
 from softtopk_experiments.results.names import BEST, CHECKPOINT, CONFIG, LOG, SUMMARY, on, topk
 from softtopk_experiments.results.summary import best_row, converged, score, summarize
-from softtopk_experiments.settings.losses import make_head_loss, selection_weights
+from softtopk_experiments.settings.losses import selection_weights
 from softtopk_experiments.settings.run_config import RunConfig
+from softtopk_experiments.training.class_sharding import load_whole_state, shard_classes, whole_state
 from softtopk_experiments.training.distributed import Group
 from softtopk_experiments.training.models import build_model
-from softtopk_experiments.training.objective import FusedObjective, LogitsObjective
+from softtopk_experiments.training.objective import make_objective
 from softtopk_experiments.training.progress import Progress
 
 REPORTED_KS = (1, 5, 10, 20)
@@ -75,15 +79,15 @@ class Trainer:
         self.test_index = torch.arange(splits.test_y.shape[0])
         self.prepare = self._input_transform(config.protocol, splits.train_x, self.train_index)
         torch.manual_seed(config.seed)
-        self.model = build_model(config.protocol, tuple(splits.train_x.shape[1:]), self.num_classes,
-                                 hidden=config.hidden, width=config.width).to(self.device)
+        model = build_model(config.protocol, tuple(splits.train_x.shape[1:]), self.num_classes,
+                            hidden=config.hidden, width=config.width)
+        # `data`: the processes each batch is split over. Class-sharded, every process keeps its block
+        # of the head (initialised as one process's) and trains on the whole batch, whose loss it holds.
+        sharded = config.head == "sharded"
+        self.data = Group() if sharded else self.group
+        self.model = (shard_classes(model, self.group) if sharded else model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.objective: nn.Module = LogitsObjective(self.model, self.loss_fn, self._autocast)
-        if config.head == "fused":
-            self.objective = FusedObjective(self.model, make_head_loss(config.settings), self._autocast)
-        if self.group.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.objective = nn.parallel.DistributedDataParallel(self.objective, device_ids=ids)
+        self.objective = make_objective(config, self.model, self._autocast, self.data, self.device)
 
     @staticmethod
     def _input_transform(protocol: str, inputs: torch.Tensor, train_index: torch.Tensor):
@@ -138,7 +142,7 @@ class Trainer:
         order = self.train_index[torch.randperm(self.train_index.shape[0], generator=generator)]
         # a last batch too small to give every process a sample is dropped
         batches = [index for index in torch.split(order, self.config.batch_size)
-                   if index.shape[0] >= self.group.world]
+                   if index.shape[0] >= self.data.world]
         self.objective.train()
         # loss sums stay on the device: no synchronisation per step
         zero = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -152,7 +156,7 @@ class Trainer:
             if i % every == 0 or i == len(batches):
                 epoch_total, epoch_count = epoch_total + total, epoch_count + count
                 row = {"epoch": epoch, "iteration": i, "step": (epoch - 1) * len(batches) + i,
-                       "train_loss": float(self.group.sum(total)) / max(count, 1)}
+                       "train_loss": float(self.data.sum(total)) / max(count, 1)}
                 s = self.splits
                 for part, x, y, rows in (("val", s.train_x, s.train_y, self.val_index),
                                          ("test", s.test_x, s.test_y, self.test_index)):
@@ -164,7 +168,7 @@ class Trainer:
                     self._save_best(epoch)
                 self.objective.train()
                 total, count, since = zero.clone(), 0, time.perf_counter()
-        return float(self.group.sum(epoch_total)) / max(epoch_count, 1)
+        return float(self.data.sum(epoch_total)) / max(epoch_count, 1)
 
     def _step(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One optimiser step on the global batch `index`; returns this process's loss sum."""
@@ -172,11 +176,11 @@ class Trainer:
         y = self.splits.train_y[index]
         if self.mixing is not None:
             x, y = self.mixing(x, y, self.num_classes, generator)
-        x, y = self.group.shard(x), self.group.shard(y)
+        x, y = self.data.shard(x), self.data.shard(y)
         loss = self.objective(self.prepare(x.to(self.device)), y.to(self.device))
         # DDP averages gradients over processes; weighting by the shard's share makes the average
         # the gradient of the global batch's mean loss even when shards differ in size.
-        share = y.shape[0] * self.group.world / index.shape[0]
+        share = y.shape[0] * self.data.world / index.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         (loss * share).backward()
         self.optimizer.step()
@@ -186,17 +190,18 @@ class Trainer:
     def _evaluate(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
                   batch_size: int = 1000) -> dict[str, float]:
         """Top-k accuracies (`top{k}`, by `softtopk.metrics.topk_accuracy`, ties included) and mean loss
-        (`loss`) on the rows `index` of `x`, `y`, shared out over the processes."""
+        (`loss`) on the rows `index` of `x`, `y`, shared out over the `data` processes (a class-sharded
+        head's logits are gathered from every process: each evaluates every row)."""
         self.model.eval()
         sums = torch.zeros(len(self.ks) + 1, dtype=torch.float64)  # hits per k, then the loss sum
-        for rows in torch.split(self.group.shard(index), batch_size):
+        for rows in torch.split(self.data.shard(index), batch_size):
             with self._autocast():
                 logits = self.model(self.prepare(x[rows].to(self.device))).float()
             target = y[rows].to(self.device)
             accuracy = topk_accuracy(logits, target, self.ks)
             sums[:-1] += torch.tensor([accuracy[k] * rows.shape[0] for k in self.ks], dtype=torch.float64)
             sums[-1] += float(self.loss_fn(logits, target)) * rows.shape[0]
-        sums = self.group.sum(sums.to(self.device)).cpu()
+        sums = self.data.sum(sums.to(self.device)).cpu()
         hits = sums[:-1].round().tolist()
         result = {topk(k): hit / index.shape[0] for k, hit in zip(self.ks, hits, strict=True)}
         result["loss"] = float(sums[-1]) / index.shape[0]
@@ -208,25 +213,28 @@ class Trainer:
         return nullcontext()
 
     def _save_best(self, epoch: int) -> None:
-        if self.out is not None and self.group.is_main:
-            save_checkpoint(self.out / BEST, {"epoch": epoch, "model": self.model.state_dict()})
+        if self.out is not None:
+            model, _ = whole_state(self.model)  # on every process: it may gather
+            if self.group.is_main:
+                save_checkpoint(self.out / BEST, {"epoch": epoch, "model": model})
 
     def _save(self, epoch: int, history: list[dict]) -> None:
         """Checkpoint first, then the log it implies: a run killed between the two rewrites the log
         from the checkpoint on resume, so no finished epoch is lost or logged twice."""
-        if self.out is None or not self.group.is_main:
+        if self.out is None:
+            return
+        model, optimizer = whole_state(self.model, self.optimizer)  # on every process: it may gather
+        if not self.group.is_main:
             return
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        save_checkpoint(self.out / CHECKPOINT, {
-            "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "history": history, "rng": rng})
+        save_checkpoint(self.out / CHECKPOINT, {"epoch": epoch, "model": model, "optimizer": optimizer,
+                                                "history": history, "rng": rng})
         write_jsonl(self.out / LOG, history)
 
     def _restore(self, state: dict) -> tuple[list[dict], int]:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_whole_state(self.model, self.optimizer, state["model"], state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
