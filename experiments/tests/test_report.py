@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from softtopk_experiments.results.names import TABLE_METRICS, table_metrics
 from softtopk_experiments.results.report import (
     legend,
     markdown_table,
@@ -12,6 +13,7 @@ from softtopk_experiments.results.report import (
     plot_bars,
     plot_curves,
     setting_groups,
+    shown_settings,
     verdict,
 )
 
@@ -40,6 +42,22 @@ def test_table_aggregates_seeds_and_shows_only_varying_settings():
     assert markdown_table(per_method).splitlines()[0] == "| Method | P_K | Top-1 (%) | Top-5 (%) |"
     with pytest.raises(ValueError, match="at least one run"):
         markdown_table([])
+
+
+def test_the_table_shows_every_k_the_runs_p_k_weight():
+    assert table_metrics([(1.0,), (0.5, 0, 0.5)]) == ("top1", "top3", "top5")
+    assert table_metrics([(0.5, 0, 0, 0, 0.5)]) == TABLE_METRICS
+    assert table_metrics([(0, 0, 0, 0, 0, 0, 0, 0, 0, 1)]) == ("top1", "top5", "top10")
+    runs = _runs("Softmax", "[1]", (0.5, 0.6), (0.9, 0.8)) + _runs("Splitter", "[.5, 0, .5]", (0.5, 0.7),
+                                                                    (0.9, 0.9))
+    runs = [{**run, "top3": top3} for run, top3 in zip(runs, (0.7, 0.7, 0.75, 0.8), strict=True)]
+    table = markdown_table(runs, ("top1", "top3", "top5")).splitlines()
+    assert table[0] == ("| Method | P_K | Top-1 (%) | Top-3 (%) | Top-5 (%) | Δ top-1 | Δ top-3 | Δ top-5 | "
+                        "Seeds |")
+    assert table[3].split(" | ")[2:-1] == ["60.00 ± 14.14 (50.00–70.00)", "77.50 ± 3.54 (75.00–80.00)",
+                                           "90.00 ± 0.00 (90.00–90.00)", "+5.00 ± 7.07 (noise)",
+                                           "+7.50 ± 3.54 (noise)", "+5.00 ± 7.07 (noise)"]
+    assert "top3" not in shown_settings(runs)  # a metric, not a setting
 
 
 def test_paired_differences_say_which_are_within_noise():

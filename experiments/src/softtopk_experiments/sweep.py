@@ -47,7 +47,7 @@ from softtopk_experiments.results.names import (
     RESULTS_MD,
     SUMMARY,
     SWEEP,
-    TABLE_METRICS,
+    table_metrics,
 )
 from softtopk_experiments.results.report import (
     legend,
@@ -227,7 +227,7 @@ def _finished(cell: Path, config: RunConfig) -> bool:
     return stored["epochs"] == config.epochs or stored.get("stopped", {}).get("reason") == "converged"
 
 
-def result_row(config: RunConfig, summary: dict) -> dict:
+def result_row(config: RunConfig, summary: dict, metrics: Sequence[str]) -> dict:
     """One run's line of the results CSV: method, P_K, its settings (`epochs` the cap where
     `patience` applies), seed, the epoch it stopped at and why, selected epochs, test accuracies."""
     settings = {key: value for key, value in config.settings.items() if key not in ("method", "p_k", "seed")}
@@ -237,7 +237,7 @@ def result_row(config: RunConfig, summary: dict) -> dict:
             "stopped": summary.get("stopped", {}).get("reason"),
             "best_epoch": "/".join(str(pick["epoch"]) for pick in picked.values()),
             "still_improving": bool(summary["still_improving"]),
-            **{metric: summary["test"].get(metric) for metric in TABLE_METRICS}}
+            **{metric: summary["test"].get(metric) for metric in metrics}}
 
 
 def write_report(out: Path, runs: Sequence[tuple[Path, RunConfig]]) -> tuple[str, list[str]]:
@@ -246,9 +246,10 @@ def write_report(out: Path, runs: Sequence[tuple[Path, RunConfig]]) -> tuple[str
     results.md's text and the warnings to show (a line for runs still improving)."""
     rows, histories, bars, methods, labels, warnings = [], {}, {}, {}, {}, []
     improving: dict[str, list[int]] = {}
+    metrics = table_metrics([config.p_k for _, config in runs])
     for folder, config in runs:
         summary = read_json(Path(folder) / SUMMARY)
-        rows.append(result_row(config, summary))
+        rows.append(result_row(config, summary, metrics))
         setting = json.dumps({k: v for k, v in config.identity()["settings"].items() if k != "seed"},
                              sort_keys=True)
         if setting not in labels:
@@ -263,7 +264,7 @@ def write_report(out: Path, runs: Sequence[tuple[Path, RunConfig]]) -> tuple[str
         if warning:
             warnings.append(warning)
             improving.setdefault(label, []).append(config.seed)
-    table = markdown_table(rows)
+    table = markdown_table(rows, metrics)
     line = verdict(rows)
     text = table + (f"\n{line}\n" if line else "") + "\n" + legend(table) + "\n"
     if improving:

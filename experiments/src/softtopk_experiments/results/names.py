@@ -13,12 +13,24 @@ RESULTS_MD, RESULTS_CSV, RESULTS_JSON = "results.md", "results.csv", "results.js
 CURVES, BARS = "curves.png", "bars.png"
 LOCK = ".lock"  # the process that holds the folder
 
-TABLE_METRICS = ("top1", "top5")  # the metrics of the results table and plots
+TABLE_METRICS = ("top1", "top5")  # the metrics of the plots, and of every results table
 
 
 def topk(k: int) -> str:
     """The metric of top-k accuracy: 'top1', 'top5', ..."""
     return f"top{k}"
+
+
+def is_topk(key: str) -> bool:
+    """Whether `key` names a top-k metric ('top3')."""
+    return key.startswith("top") and key[3:].isdigit()
+
+
+def table_metrics(p_ks) -> tuple[str, ...]:
+    """The metrics of a results table over runs with P_Ks `p_ks`: top-1, top-5 and the top-k of every
+    k that one of them weights, in increasing k (a P_K of top-1 and top-3 adds a top-3 column)."""
+    ks = {1, 5} | {k for p_k in p_ks for k, p in enumerate(p_k, start=1) if p > 0}
+    return tuple(topk(k) for k in sorted(ks))
 
 
 def k_of(metric: str) -> int:

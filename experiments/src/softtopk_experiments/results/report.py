@@ -1,4 +1,5 @@
-"""Results as the paper shows them, over seeds: a table of test top-1/top-5 per setting (mean ± sd
+"""Results as the paper shows them, over seeds: a table of test top-1/top-5 (and the other ks the
+runs' P_K weight) per setting (mean ± sd
 and min–max over seeds), the paired difference to softmax per seed with a verdict on noise, a CSV of
 every run, validation curves and a bar chart with error bars (PNG, matplotlib's Agg renderer)."""
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from softtopk_experiments.files import write_atomic, write_text
-from softtopk_experiments.results.names import TABLE_METRICS, k_of, on
+from softtopk_experiments.results.names import TABLE_METRICS, is_topk, k_of, on
 from softtopk_experiments.settings.losses import display_name
 from softtopk_experiments.settings.options import BY_NAME
 
@@ -21,7 +22,7 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052,
          2.048, 2.045, 2.042)
 """Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond)."""
-NOT_SETTINGS = ("seed", *TABLE_METRICS, "last_epoch", "stopped", "best_epoch", "still_improving")
+NOT_SETTINGS = ("seed", "last_epoch", "stopped", "best_epoch", "still_improving")  # and the metrics
 
 
 def legend(table: str) -> str:
@@ -37,7 +38,7 @@ def legend(table: str) -> str:
 
 
 def _settings(result: dict) -> list[str]:
-    return [key for key in result if key not in NOT_SETTINGS]
+    return [key for key in result if key not in NOT_SETTINGS and not is_topk(key)]
 
 
 def _baseline_key(result: dict) -> tuple:
@@ -147,14 +148,14 @@ def verdict(results: Sequence[dict]) -> str | None:
     return line[0].upper() + line[1:] + "."
 
 
-def markdown_table(results: Sequence[dict]) -> str:
+def markdown_table(results: Sequence[dict], metrics: Sequence[str] = TABLE_METRICS) -> str:
     """The paper-style table: one row per distinct setting, test accuracies in percent over its
     seeds, and the paired difference to the softmax row of the same other settings (where there is
     one). Columns: method, P_K, and each other setting that takes more than one value within one
     method's runs.
 
-    `results` are flat dicts with 'method' (display name), 'p_k' (label), 'seed', 'top1', 'top5' (in
-    [0, 1] or None) and any settings.
+    `results` are flat dicts with 'method' (display name), 'p_k' (label), 'seed', the `metrics`
+    ('top1', 'top5', ...: in [0, 1] or None) and any settings.
     """
     if not results:
         raise ValueError("results must hold at least one run")
@@ -162,18 +163,18 @@ def markdown_table(results: Sequence[dict]) -> str:
     groups = setting_groups(results)
     compared = any(baseline is not None for _, baseline in groups)
     several = any(len(group) > 1 for group, _ in groups)
-    header = ["Method", "P_K", *shown[2:], "Top-1 (%)", "Top-5 (%)"]
-    header += ["Δ top-1", "Δ top-5"] if compared else []
+    header = ["Method", "P_K", *shown[2:], *(f"Top-{k_of(m)} (%)" for m in metrics)]
+    header += [f"Δ top-{k_of(m)}" for m in metrics] if compared else []
     header += ["Seeds"] if several else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group, baseline in groups:
         cells = ["–" if group[0].get(key) is None else str(group[0][key]) for key in shown]
-        for metric in TABLE_METRICS:
+        for metric in metrics:
             values = [r.get(metric) for r in group]
             cells.append("–" if None in values else _percent(values))
         if compared:
             cells += ["–" if baseline is None else
-                      _difference_cell(*metric_difference(group, baseline, m)) for m in TABLE_METRICS]
+                      _difference_cell(*metric_difference(group, baseline, m)) for m in metrics]
         if several:
             cells.append(str(len(group)))
         lines.append("| " + " | ".join(cells) + " |")
@@ -182,8 +183,8 @@ def markdown_table(results: Sequence[dict]) -> str:
 
 def write_csv(path: Path, results: Sequence[dict]) -> None:
     """One row per run with every field of `results`, the accuracies (fractions) last."""
-    keys = list(dict.fromkeys(key for result in results for key in result if key not in TABLE_METRICS))
-    keys += [metric for metric in TABLE_METRICS if any(metric in result for result in results)]
+    keys = list(dict.fromkeys(key for result in results for key in result if not is_topk(key)))
+    keys += sorted({key for result in results for key in result if is_topk(key)}, key=k_of)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
     writer.writeheader()
