@@ -196,7 +196,9 @@ def test_the_fused_head_trains_as_the_logits_do(tmp_path, given):
         logs.append(_log(tmp_path / head))
     fused, logits = logs
     assert len(fused) == len(logits) == 4
-    tolerance = 2e-2 if given.get("amp") else 1e-5
+    # the chunks sum in another order, and Adam's normalised steps carry the rounding on (about 2e-5 by
+    # epoch 2 for bitonic); under bf16 autocast the logits are rounded differently
+    tolerance = 2e-2 if given.get("amp") else 2e-4
     for a, b in zip(fused, logits, strict=True):
         assert a.keys() == b.keys()
         for key in a:
