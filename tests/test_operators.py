@@ -294,9 +294,7 @@ def test_device_path_gives_the_same_result(method):
 
 
 def test_lapsum_direct_forms_compile_whole():
-    """The new code paths; the others are the relaxations' own, compiled in their tests and the loss's.
-    (LapSum's soft_sort goes through its rank matrix with k = n, whose compiled gradient is wrong
-    where 2k >= n, as for `rank_probabilities`.)"""
+    """The new code paths; the others are the relaxations' own, compiled in their tests and the loss's."""
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(15))
     weights = torch.randn(4, 6, generator=torch.Generator().manual_seed(16))
     ops = _operators("lapsum", 2, 1.0)
@@ -305,3 +303,11 @@ def test_lapsum_direct_forms_compile_whole():
         return (ops["mask"](t) * weights).sum() + (ops["rank"](t) * weights).sum()
 
     assert_compiles_like_eager(weighted, x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lapsum_soft_sort_compiles_whole(dtype):
+    """LapSum's soft sort goes through its rank matrix with k = n: every item is a top item there."""
+    x = torch.randn(3, 5, dtype=dtype, generator=torch.Generator().manual_seed(17))
+    weights = torch.randn(3, 5, dtype=dtype, generator=torch.Generator().manual_seed(18))
+    assert_compiles_like_eager(lambda t: (soft_sort(t, method="lapsum") * weights).sum(), x)

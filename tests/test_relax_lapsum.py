@@ -11,6 +11,7 @@ import pytest
 import torch
 from compiled import assert_compiles_like_eager
 
+from softtopk import rank_probabilities
 from softtopk.relax import lapsum
 
 
@@ -130,9 +131,15 @@ def test_gradcheck():
     torch.autograd.gradcheck(lambda s: lapsum.rank_matrix(s, 8, 0.7), (scores,))
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="needs a C++ compiler")
-def test_compiles_with_fullgraph():
-    scores = scores_64(3, 9, seed=7)
+NEEDS_COMPILER = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                                    reason="needs a C++ compiler")
+
+
+@NEEDS_COMPILER
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiles_with_fullgraph(dtype):
+    """The items' gradient and the rank matrix's in one graph, with a masked item."""
+    scores = scores_64(3, 9, seed=7).to(dtype)
     scores[0, 4] = -torch.inf
     index = torch.tensor([[0], [3], [8]])
 
@@ -141,3 +148,14 @@ def test_compiles_with_fullgraph():
         return log_p.sum() + lapsum.rank_matrix(s, 3, 1.5).square().sum()
 
     assert_compiles_like_eager(loss, scores)
+
+
+@NEEDS_COMPILER
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("batch", "n"), [(4, 8), (2, 12)])
+def test_rank_probabilities_compile_with_many_ranks(dtype, batch, n):
+    """k = 5 ranks of n = 8 or 12 items: the 2k top items, whose own gradients the backward places,
+    are the whole row or all but two items."""
+    scores = scores_64(batch, n, seed=8).to(dtype)
+    weights = scores_64(batch, n * 5, seed=9).to(dtype).view(batch, n, 5)
+    assert_compiles_like_eager(lambda s: (rank_probabilities(s, 5, "lapsum") * weights).sum(), scores)

@@ -105,12 +105,23 @@ class _Thresholds(torch.autograd.Function):
         shift = exponent.amax(-1, keepdim=True)
         shift = torch.where(shift > -math.inf, shift, 0.0)
         tail_sum = (grad_t * torch.exp(exponent - shift)).sum(-1, keepdim=True)
-        # Below every threshold, x + shift <= 0; the top items are overwritten.
-        grad_x = torch.add(x, shift).clamp_(max=0.0).exp_().mul_(tail_sum)
-        grad_x.scatter_(-1, top_index, top_grad)
-        if index is None:
-            return grad_x + grad_items, None, None, None
-        return grad_x.scatter_add_(-1, index, grad_items), None, None, None
+        # Below every threshold, x + shift <= 0 (clamped for the top items, which take top_grad).
+        below = torch.add(x, shift).clamp_(max=0.0).exp_().mul_(tail_sum)
+        if not torch.compiler.is_compiling():  # the top items' own gradients written over `below`
+            grad_x = below.scatter_(-1, top_index, top_grad)
+            if index is None:
+                return grad_x + grad_items, None, None, None
+            return grad_x.scatter_add_(-1, index, grad_items), None, None, None
+        # Compiled: no scatter (inductor can order a read of a scatter's result before the scatter).
+        # Each item takes the gradient of the top item of its value (a function of the value: ties
+        # agree) and that of its copies in `items`: comparisons [B, L, n] and [B, J, n] that inductor
+        # fuses into the pass over the row (eager mode would store them).
+        match = torch.where(x[:, None, :] == top[:, :, None], top_grad[:, :, None], -math.inf).amax(1)
+        grad_x = torch.where(match > -math.inf, match, below)
+        if index is not None:
+            item = torch.arange(x.shape[-1], device=x.device)
+            grad_items = torch.where(item == index[:, :, None], grad_items[:, :, None], 0.0).sum(1)
+        return grad_x + grad_items, None, None, None
 
 
 def _log_cdf_difference(high: Tensor, low: Tensor) -> Tensor:
