@@ -90,9 +90,10 @@ def _block(like: Tensor, rows: int, width: int, group) -> tuple[int, int]:
         raise ValueError(f"the input must have the same dtype on every rank, got "
                          f"{[str(_DTYPES[r[2]]) for r in everyone]} (ranks in order)")
     widths = [r[1] for r in everyone]
-    rank = dist.get_rank(group)
-    _LAYOUTS[key] = (sum(widths[:rank]), sum(widths))
-    return _LAYOUTS[key]
+    layout = sum(widths[: dist.get_rank(group)]), sum(widths)
+    if not eager_cpu(like):  # the CPU exchanges every call: nothing to keep
+        _LAYOUTS[key] = layout
+    return layout
 
 
 class _LogSumExp(torch.autograd.Function):

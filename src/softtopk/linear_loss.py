@@ -160,6 +160,11 @@ def _chunk_pass(head: _Head, target: Tensor, chunk: int, loss: Any, amp: torch.d
 
 
 class ChunkedHeadLoss(torch.autograd.Function):
+    """`loss(F.linear(x, weight, bias), target)` reduced over `chunk`-row chunks, with the gradients of
+    x, weight and bias taken in the forward pass (scaled by the output's gradient in the backward),
+    or for reduction='none' recomputed chunk by chunk in the backward pass. `loss(logits, rows)` is a
+    chunk's loss ('sum' for 'mean', whose denominator `count()` is the whole batch's)."""
+
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, chunk: int,
                 loss: Any, reduction: str, count: Any, grad_enabled: bool) -> Tensor:
