@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from softtopk_experiments.training.distributed import Group
+from softtopk_experiments.training.models import split_head
 
 
 def check_world(head: str | None, world: int) -> None:
@@ -47,11 +48,12 @@ def shard_classes(model: nn.Module, group: Group) -> nn.Module:
     """A probe (`models.embedding_probe`) with its last layer, the linear head, replaced by this
     process's block of it (`ClassShardedLinear`); the body is kept as it is."""
     check_world("sharded", group.world)
-    if isinstance(model, nn.Linear):
-        return ClassShardedLinear(model, group)
-    if isinstance(model, nn.Sequential) and isinstance(model[-1], nn.Linear):
-        return nn.Sequential(*model[:-1], ClassShardedLinear(model[-1], group))
-    raise ValueError(f"a sharded head needs a model that ends in a linear layer, got {type(model).__name__}")
+    body, head = split_head(model)
+    if not isinstance(head, nn.Linear):
+        raise ValueError(f"a sharded head needs a model that ends in a linear layer, got "
+                         f"{type(head).__name__}")
+    sharded = ClassShardedLinear(head, group)
+    return nn.Sequential(*body, sharded) if isinstance(model, nn.Sequential) else sharded
 
 
 def _sharded(model: nn.Module) -> dict[str, tuple[nn.Parameter, ClassShardedLinear]]:

@@ -20,6 +20,14 @@ def embedding_probe(in_features: int, num_classes: int, hidden: int | None = Non
     return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
 
+def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """`(body, head)` of a probe (`embedding_probe`, or one whose head was replaced): its last layer and
+    what comes before it (nothing for a single layer)."""
+    if isinstance(model, nn.Sequential):
+        return model[:-1], model[-1]
+    return nn.Identity(), model
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers with a residual connection; `[N, c_in, H, W] -> [N, c_out, H/s, W/s]`."""
 

@@ -16,6 +16,7 @@ from softtopk_experiments.settings.losses import make_head_loss
 from softtopk_experiments.settings.run_config import RunConfig
 from softtopk_experiments.training.class_sharding import ClassShardedLinear
 from softtopk_experiments.training.distributed import Group
+from softtopk_experiments.training.models import split_head
 
 Autocast = Callable[[], AbstractContextManager]
 
@@ -33,20 +34,6 @@ class LogitsObjective(nn.Module):
         return self.loss(logits.float(), target)
 
 
-HEADS = (nn.Linear, ClassShardedLinear)
-
-
-def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear | ClassShardedLinear]:
-    """`(body, head)` of a probe (`models.embedding_probe`, or its `class_sharding.shard_classes`):
-    its last layer, a linear head or this process's block of it, and what comes before it (nothing
-    for a linear probe)."""
-    if isinstance(model, HEADS):
-        return nn.Identity(), model
-    if isinstance(model, nn.Sequential) and isinstance(model[-1], HEADS):
-        return model[:-1], model[-1]
-    raise ValueError(f"a fused head needs a model that ends in a linear layer, got {type(model).__name__}")
-
-
 class FusedObjective(nn.Module):
     """The probe's linear head and the loss computed together, `head_loss(body(inputs), W, target,
     b)` (`softtopk.LinearTopKCrossEntropyLoss`), in row chunks without a batch's `[N, C]` logits; under
@@ -56,6 +43,9 @@ class FusedObjective(nn.Module):
     def __init__(self, model: nn.Module, head_loss: nn.Module, autocast: Autocast) -> None:
         super().__init__()
         self.body, self.head = split_head(model)
+        if not isinstance(self.head, (nn.Linear, ClassShardedLinear)):
+            raise ValueError(f"a fused head needs a model that ends in a linear layer, got "
+                             f"{type(self.head).__name__}")
         self.head_loss, self.autocast = head_loss, autocast
 
     def forward(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
